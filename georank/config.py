@@ -1,0 +1,319 @@
+"""The one typed config of georank.
+
+Loaded once on the driver from ``conf/*.yaml``, overridden from the command line
+with ``--set section.key=value`` (the value is parsed as YAML, so ``3`` is an int
+and ``[1, 2]`` a list), and validated before any Spark work starts. A wrong key or
+value raises :class:`~georank.errors.ConfigError` naming the dotted key and the
+valid choices, never later inside an executor.
+
+Executors receive the validated config as a plain ``dict`` (``cfg.model_dump()``)
+and rebuild it with :meth:`GeorankConfig.model_validate`; nothing else is
+pickled into closures.
+
+Relative paths in the config (``tables.*``, ``*_uri``, ``demo.root``...) are
+resolved against the project root (the folder that holds ``conf/``), so a job
+behaves the same whatever directory it is launched from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from georank.errors import ConfigError
+
+Device = Literal["cpu", "cuda"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class GpuConfig(_Section):
+    """How GPU stages ask Spark for accelerators (stage-level resource profile)."""
+
+    enabled: bool = False  # ask for GPUs in the accelerator stage's ResourceProfile
+    executor_amount: int = Field(1, ge=1)  # spark.executor.resource.gpu.amount
+    task_amount: float = Field(1.0, gt=0, le=1)  # GPUs per task (1.0 = one task per GPU)
+    discovery_script: str = "scripts/gpu_discovery.sh"  # shipped: pyspark's wheel has none
+
+
+class SparkConfig(_Section):
+    """The Spark session the job builds; ``master`` is overridden by spark-submit --master."""
+
+    app_name: str = "georank"
+    master: str = "local[*]"
+    jars_dir: str = "jars/delta"  # filled by scripts/setup.sh (mvn dependency:copy-dependencies)
+    s3a_jars_dir: str = "jars/s3a"  # only needed when a table URI is s3a://
+    conf: dict[str, str] = Field(default_factory=dict)  # extra spark.* settings, verbatim
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+
+
+class TablesConfig(_Section):
+    """Output and reference tables, each a URI (local path, file://, s3a://)."""
+
+    predictions: str = "warehouse/predictions"
+    errors: str = "warehouse/errors"
+    gallery: str = "warehouse/gallery"
+    gallery_embeddings: str = "warehouse/gallery_embeddings"
+    gallery_errors: str = "warehouse/gallery_errors"
+
+
+class S3Config(_Section):
+    """S3 access for s3:// inputs and artifacts (boto3). Credentials come from the
+    standard AWS chain (env, profile, instance role), never from this file."""
+
+    endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 for an S3-protocol server
+    region: str = "us-east-1"
+    path_style: bool = False  # path-style addressing (needed by most S3-protocol servers)
+
+
+class InputConfig(_Section):
+    """Where the night's photos come from and how they are partitioned."""
+
+    photos: str = "demo/queries"  # a Delta/Parquet table, a folder of images or s3://bucket/prefix
+    photos_per_partition: int = Field(64, ge=1)
+    duplicate_ids: Literal["error_row", "fail"] = "error_row"  # what a repeated photo id becomes
+
+
+class DecodeConfig(_Section):
+    """CPU decode stage: limits applied before any model sees a photo."""
+
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1)  # larger files are refused
+    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb cap (width*height)
+    max_side_px: int = Field(1024, ge=28)  # longest side after decoding (downscaled)
+    min_side_px: int = Field(2, ge=1)  # smaller images are refused
+    max_aspect_ratio: float = Field(200.0, gt=1)  # as the reference: > 200 is refused
+
+
+class EmbedConfig(_Section):
+    """The CLIP-family image encoder used for queries and the gallery."""
+
+    model_uri: str = "demo/models/clip"  # local path or s3:// of a from_pretrained directory
+    heads_uri: str | None = None  # G3 variant: safetensors with the two 768->768->768 MLP heads
+    kind: Literal["clip", "g3"] = "clip"  # clip: projection only; g3: [proj, text head, gps head]
+    image_size: int = Field(224, ge=8)  # resize shortest side + centre crop
+    batch_size: int = Field(32, ge=1)
+    device: Device = "cpu"
+    dtype: DType = "float32"
+
+
+class IndexConfig(_Section):
+    """The sharded FAISS gallery index."""
+
+    uri: str = "demo/index"  # folder or s3:// prefix holding manifest.json and shards
+    type: Literal["flat", "ivfpq"] = "flat"  # flat = exact IndexFlatIP
+    shards: int = Field(2, ge=1)
+    nlist: int = Field(1024, ge=1)  # IVF cells (ivfpq only)
+    pq_m: int = Field(64, ge=1)  # PQ sub-quantisers (ivfpq only)
+    pq_bits: int = Field(8, ge=1, le=16)
+    nprobe: int = Field(32, ge=1)
+    placement: Literal["replicated", "sharded"] = "replicated"  # all shards per executor, or one task per shard
+
+
+class RetrieveConfig(_Section):
+    """Nearest-neighbour retrieval for each query."""
+
+    k: int = Field(20, ge=1)  # neighbours retrieved (reference: 20)
+    negatives_from: int = Field(15, ge=0)  # 0-based: neighbours [15, 20) are the five negatives
+    negatives_count: int = Field(5, ge=0)
+
+
+class GeneratedConfig(_Section):
+    """Candidates a vision-language model proposes (JSON prompt); see georank.candidates."""
+
+    enabled: bool = False
+    n: int = Field(3, ge=0)  # README of the reference: 3; its evaluate script: 5
+    temperature: float = Field(1.2, ge=0)
+    model_uri: str | None = None
+
+
+class PrototypeConfig(_Section):
+    """Learned geographic-cell prototypes as extra retrieval keys (Lindenberger et al. 2025)."""
+
+    enabled: bool = False
+    uri: str | None = None
+    k: int = Field(3, ge=0)
+
+
+class CandidatesConfig(_Section):
+    retrieved: int = Field(12, ge=1)  # reference README: 12; its evaluate script: 10
+    generated: GeneratedConfig = Field(default_factory=GeneratedConfig)
+    prototypes: PrototypeConfig = Field(default_factory=PrototypeConfig)
+
+
+class RankConfig(_Section):
+    """The GeoRanker scorer: Qwen2-VL + LoRA + score head."""
+
+    base_model_uri: str = "demo/models/ranker/base"  # from_pretrained directory (local or s3://)
+    adapter_uri: str = "demo/models/ranker/adapter"  # PEFT directory with the score head inside
+    device: Device = "cpu"
+    dtype: DType = "float32"  # the published checkpoint runs in bfloat16
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    shared_prefix: bool = True  # score candidates against one cached prefix per photo
+    photos_per_batch: int = Field(4, ge=1)
+    candidates_per_batch: int = Field(16, ge=1)
+    min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
+    max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # reference cap; lower it for throughput
+    max_aspect_ratio: float = Field(200.0, gt=1)
+    candidate_jpeg_quality: int | None = Field(75, ge=1, le=100)  # reference re-encodes candidates as JPEG q75
+
+
+class SkipConfig(_Section):
+    """Skip the ranker when the retrieved neighbours already agree."""
+
+    enabled: bool = True
+    spread_km: float = Field(25.0, ge=0)  # median geodesic distance of the top-k to their centre
+    top_k: int = Field(5, ge=1)  # how many top neighbours must agree
+    take: Literal["top1", "centre"] = "top1"  # the prediction when skipped
+
+
+class DecideConfig(_Section):
+    confidence_radius_km: float = Field(25.0, gt=0)  # softmax mass within this radius of the winner
+    top_candidates: int = Field(5, ge=1)  # candidates kept in the predictions row
+
+
+class DemoConfig(_Section):
+    """The embedded demo world (synthetic photos, tiny models); built if missing."""
+
+    ensure: bool = False  # build demo data, tiny models and index before the job if absent
+    root: str = "demo"
+    gallery_photos: int = Field(3000, ge=10)
+    query_photos: int = Field(200, ge=1)
+    seed: int = 0
+
+
+class GeorankConfig(_Section):
+    """The whole config. Sections mirror the pipeline's steps."""
+
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    tables: TablesConfig = Field(default_factory=TablesConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+    input: InputConfig = Field(default_factory=InputConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    retrieve: RetrieveConfig = Field(default_factory=RetrieveConfig)
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)
+    skip: SkipConfig = Field(default_factory=SkipConfig)
+    decide: DecideConfig = Field(default_factory=DecideConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    project_root: str = ""  # set by load_config: folder that relative URIs resolve against
+
+    def resolve(self, uri: str) -> str:
+        """Absolute form of a config URI: schemes (``s3://``, ``s3a://``, ``file:``) pass through,
+        relative paths resolve against :attr:`project_root`."""
+        if "://" in uri or uri.startswith("file:") or os.path.isabs(uri):
+            return uri
+        return str(Path(self.project_root or ".").resolve() / uri)
+
+
+_TYPE_WORDS = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = GeorankConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return model
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def _describe(err: dict[str, Any], source: str) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _section_at(loc[:-1])
+        valid = sorted(parent.model_fields) if parent is not None else []
+        valid = [v for v in valid if v != "project_root"]
+        where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        return f"unknown config key '{key}' in {source}; valid keys under {where}: {', '.join(valid)}"
+    got = err.get("input")
+    if kind == "literal_error":
+        expected = err["ctx"]["expected"]
+        return f"config key '{key}' in {source}: expected one of {expected}, got {got!r}"
+    expected = _TYPE_WORDS.get(kind, err["msg"].lower())
+    return f"config key '{key}' in {source}: expected {expected}, got {got!r}"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'rank.max_pixels=200704'`` -> ``('rank.max_pixels', 200704)`` (value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise ConfigError(f"bad --set {text!r}: expected KEY=VALUE with a dotted key, e.g. rank.max_pixels=200704")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"bad --set {text!r}: the value is not valid YAML ({exc.__class__.__name__})") from exc
+    return key.strip(), value
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> GeorankConfig:
+    """Load, override and validate a config. Raises :class:`ConfigError` naming the key.
+
+    >>> cfg = load_config("conf/local.yaml", ["rank.max_pixels=200704"])  # doctest: +SKIP
+    >>> cfg.rank.max_pixels  # doctest: +SKIP
+    200704
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (expected a YAML file, e.g. conf/local.yaml)")
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at the top level, got {type(tree).__name__}")
+    source = str(p)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    if overrides:
+        source = f"{p} with --set {' '.join(overrides)}"
+    tree.setdefault("project_root", str(p.resolve().parent.parent))
+    return validate_config(tree, source=source)
+
+
+def validate_config(tree: dict[str, Any], *, source: str = "config") -> GeorankConfig:
+    """Validate a plain mapping (e.g. ``cfg.model_dump()`` shipped to an executor)."""
+    try:
+        return GeorankConfig.model_validate(tree)
+    except ValidationError as exc:
+        messages = [_describe(dict(e), source) for e in exc.errors()]
+        raise ConfigError("; ".join(messages)) from None

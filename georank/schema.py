@@ -1,0 +1,200 @@
+"""Every table and frame georank reads or writes, declared once as Arrow schemas.
+
+Readers, writers, tests and the README use these. Spark schemas are derived with
+:func:`spark_schema` (column comments travel as ``comment`` metadata, which Delta
+stores as column comments). Units are in the names: ``lat_deg``, ``spread_km``.
+
+Tables (persisted, Delta):
+    PREDICTIONS, ERRORS, GALLERY, GALLERY_EMBEDDINGS
+Frames (between stages, in memory / Arrow batches):
+    PHOTOS (job input), DECODED (after the CPU stage), CANDIDATES
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from georank.errors import SchemaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql.types import StructType
+
+
+def _f(name: str, typ: pa.DataType, comment: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable, metadata={"comment": comment})
+
+
+# Pipeline stage names used in ERRORS.stage (a closed set; documented in the README).
+STAGES = ("input", "read", "decode", "embed", "retrieve", "rank", "decide")
+
+# Candidate sources (CANDIDATES.source, PREDICTIONS.top_candidates.source).
+SOURCES = ("retrieved", "generated", "prototype")
+
+PLACE_FIELDS = ("neighbourhood", "city", "county", "state", "region", "country", "continent")
+
+PHOTOS = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Catalogue id of the photo; unique within a run", nullable=False),
+        _f("uri", pa.string(), "Where the image was read from (path, file:// or s3://); null when bytes are inline"),
+        _f("image_bytes", pa.binary(), "Encoded image bytes when the input carries them inline"),
+    ]
+)
+
+DECODED = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Catalogue id of the photo", nullable=False),
+        _f("uri", pa.string(), "Where the image was read from"),
+        _f("rgb", pa.binary(), "Decoded, EXIF-oriented RGB pixels, row-major uint8 (height, width, 3)"),
+        _f("width_px", pa.int32(), "Width of rgb in pixels"),
+        _f("height_px", pa.int32(), "Height of rgb in pixels"),
+        _f("error_stage", pa.string(), "Stage that failed (null when the photo decoded)"),
+        _f("error_reason", pa.string(), "Why the photo failed, in words (null when it decoded)"),
+    ]
+)
+
+GALLERY = pa.schema(
+    [
+        _f("gallery_id", pa.int64(), "Stable 64-bit id of the geotagged photo; the FAISS id", nullable=False),
+        _f("uri", pa.string(), "Image location (path, file:// or s3://)"),
+        _f("image_bytes", pa.binary(), "Encoded image bytes when inline (else null)"),
+        _f("lat_deg", pa.float64(), "Latitude, WGS-84 degrees, [-90, 90]"),
+        _f("lon_deg", pa.float64(), "Longitude, WGS-84 degrees, [-180, 180]"),
+    ]
+    + [_f(p, pa.string(), f"Reverse-geocoded {p} (may be null)") for p in PLACE_FIELDS]
+)
+
+GALLERY_EMBEDDINGS = pa.schema(
+    [
+        _f("gallery_id", pa.int64(), "Id in the gallery table", nullable=False),
+        _f("embedding", pa.list_(pa.float32()), "L2-normalised image embedding (dim from the index manifest)"),
+        _f("lat_deg", pa.float64(), "Latitude, WGS-84 degrees"),
+        _f("lon_deg", pa.float64(), "Longitude, WGS-84 degrees"),
+        _f("embed_version", pa.string(), "Embedder model version that produced the vector"),
+    ]
+)
+
+CANDIDATE_STRUCT = pa.struct(
+    [
+        _f("source", pa.string(), "retrieved | generated | prototype"),
+        _f("gallery_id", pa.int64(), "Gallery id of a retrieved candidate (null otherwise)"),
+        _f("lat_deg", pa.float64(), "Candidate latitude, degrees"),
+        _f("lon_deg", pa.float64(), "Candidate longitude, degrees"),
+        _f("score", pa.float32(), "Ranker score (null when the ranker was skipped)"),
+    ]
+)
+
+CANDIDATES = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Query photo id", nullable=False),
+        _f("position", pa.int32(), "0-based position in the photo's candidate list (tie order)"),
+        _f("source", pa.string(), "retrieved | generated | prototype"),
+        _f("gallery_id", pa.int64(), "Gallery id (retrieved only)"),
+        _f("lat_deg", pa.float64(), "Candidate latitude, degrees"),
+        _f("lon_deg", pa.float64(), "Candidate longitude, degrees"),
+        _f("description", pa.string(), "City, state, country of the candidate, blanks dropped"),
+        _f("image_uri", pa.string(), "Gallery image behind a retrieved candidate"),
+        _f("similarity", pa.float32(), "Retrieval inner product (retrieved only)"),
+        _f("score", pa.float32(), "Ranker score"),
+    ]
+)
+
+PREDICTIONS = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Catalogue id of the photo", nullable=False),
+        _f("uri", pa.string(), "Where the image was read from"),
+        _f("lat_deg", pa.float64(), "Predicted latitude, WGS-84 degrees"),
+        _f("lon_deg", pa.float64(), "Predicted longitude, WGS-84 degrees"),
+        _f(
+            "confidence",
+            pa.float64(),
+            "Softmax mass of candidates within decide.confidence_radius_km of the prediction, [0, 1]",
+        ),
+        _f(
+            "spread_km",
+            pa.float64(),
+            "Score-weighted median geodesic distance (km) from the candidates to the prediction",
+        ),
+        _f("ranker_skipped", pa.bool_(), "True when the neighbours agreed and the ranker was not run"),
+        _f("n_candidates", pa.int32(), "How many candidates were considered"),
+        _f("top_candidates", pa.list_(CANDIDATE_STRUCT), "Best candidates, best first, with scores and sources"),
+        _f("model_version", pa.string(), "Ranker base model version"),
+        _f("adapter_version", pa.string(), "Ranker LoRA adapter version"),
+        _f("embed_version", pa.string(), "Query/gallery embedder version"),
+        _f("index_version", pa.string(), "Gallery index version (manifest)"),
+        _f("run_id", pa.string(), "Id of the run that wrote the row"),
+        _f("run_date", pa.date32(), "Nightly run date; the partition column", nullable=False),
+    ]
+)
+
+ERRORS = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Catalogue id of the photo (null when the input row had none)"),
+        _f("uri", pa.string(), "Where the image was to be read from"),
+        _f("stage", pa.string(), "Pipeline stage that failed: " + " | ".join(STAGES)),
+        _f("reason", pa.string(), "Why, in words a person understands"),
+        _f("run_id", pa.string(), "Id of the run that wrote the row"),
+        _f("run_date", pa.date32(), "Nightly run date; the partition column", nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "predictions": PREDICTIONS,
+    "errors": ERRORS,
+    "gallery": GALLERY,
+    "gallery_embeddings": GALLERY_EMBEDDINGS,
+    "gallery_errors": ERRORS,
+}
+
+# Partition columns of the Delta tables (documented in the README).
+PARTITION_BY: dict[str, tuple[str, ...]] = {
+    "predictions": ("run_date",),
+    "errors": ("run_date",),
+    "gallery": (),
+    "gallery_embeddings": (),
+    "gallery_errors": ("run_date",),
+}
+
+
+def comment(schema: pa.Schema, name: str) -> str:
+    """The documented comment of a column."""
+    md = schema.field(name).metadata or {}
+    return md.get(b"comment", b"").decode()
+
+
+def spark_schema(schema: pa.Schema) -> "StructType":
+    """The Spark ``StructType`` of an Arrow schema, with column comments as metadata."""
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    fields = []
+    for f in schema:
+        fields.append(
+            StructField(
+                f.name,
+                from_arrow_type(f.type),
+                nullable=f.nullable,
+                metadata={"comment": comment(schema, f.name)},
+            )
+        )
+    return StructType(fields)
+
+
+def check_batch(batch: pa.RecordBatch | pa.Table, schema: pa.Schema, *, what: str) -> None:
+    """Raise :class:`SchemaError` unless ``batch`` has exactly the columns and types of ``schema``."""
+    got = [(f.name, f.type) for f in batch.schema]
+    want = [(f.name, f.type) for f in schema]
+    if got != want:
+        missing = [n for n, _ in want if n not in dict(got)]
+        extra = [n for n, _ in got if n not in dict(want)]
+        wrong = [f"{n}: expected {t}, got {dict(got)[n]}" for n, t in want if n in dict(got) and dict(got)[n] != t]
+        raise SchemaError(
+            f"{what}: columns do not match the declared schema; missing {missing}, unexpected {extra}, "
+            f"wrong types {wrong}"
+        )
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """An empty table of the schema."""
+    return schema.empty_table()
