@@ -1,0 +1,123 @@
+"""Write stage (driver side): Delta tables created from the schema module, runs replaced atomically.
+
+- :func:`ensure_table` creates a table once with its declared columns, column
+  comments, partitioning and documented table properties.
+- :func:`write_partition` writes rows for one partition value (``run_date``):
+  ``mode="replace"`` swaps that date's rows in ONE Delta commit (``replaceWhere``),
+  so a rerun of the same night never duplicates and a crash before the commit
+  leaves the previous state; ``mode="error"`` refuses when the date already has
+  rows; ``mode="append"`` appends.
+- :func:`overwrite_table` replaces a whole table in one commit (gallery tables).
+
+Delta commits are per table: a run that writes predictions and errors makes
+two commits, errors first. Each is atomic; see the README ("Atomicity") for what
+a reader sees between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import pyarrow as pa
+
+from georank import schema as S
+from georank.errors import SchemaError, WriteError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+# Table properties set on every georank table (documented in the README).
+TABLE_PROPERTIES = {
+    "delta.appendOnly": "false",
+    "delta.enableChangeDataFeed": "false",
+    "delta.minReaderVersion": "1",
+    "delta.minWriterVersion": "2",
+}
+
+
+def is_delta(spark: "SparkSession", uri: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def ensure_table(spark: "SparkSession", uri: str, *, table: str, description: str = "") -> None:
+    """Create the Delta table ``table`` (a key of :data:`georank.schema.TABLES`) at ``uri`` if it
+    does not exist; if it does, check its columns match the declared schema."""
+    from delta.tables import DeltaTable
+
+    if table not in S.TABLES:
+        raise SchemaError(f"unknown table {table!r}; expected one of {sorted(S.TABLES)}")
+    arrow = S.TABLES[table]
+    if is_delta(spark, uri):
+        got = [(f.name, f.dataType.simpleString()) for f in spark.read.format("delta").load(uri).schema]
+        want = [(f.name, f.dataType.simpleString()) for f in S.spark_schema(arrow)]
+        if got != want:
+            raise SchemaError(f"table {table} at {uri}: expected columns {want}, got {got}")
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(uri).addColumns(S.spark_schema(arrow))
+    parts = S.PARTITION_BY[table]
+    if parts:
+        builder = builder.partitionedBy(*parts)
+    for key, value in TABLE_PROPERTIES.items():
+        builder = builder.property(key, value)
+    if description:
+        builder = builder.comment(description)
+    builder.execute()
+    log.info("created Delta table %s at %s", table, uri)
+
+
+def _conform(df: "DataFrame", table: str) -> "DataFrame":
+    """Select the declared columns in order with the declared types (nullability kept by Delta)."""
+    from pyspark.sql import functions as F
+
+    declared = S.spark_schema(S.TABLES[table])
+    missing = [f.name for f in declared if f.name not in df.columns]
+    if missing:
+        raise SchemaError(f"cannot write {table}: expected columns {[f.name for f in declared]}, missing {missing}")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in declared])
+
+
+def write_partition(
+    df: "DataFrame",
+    uri: str,
+    *,
+    table: str,
+    run_date: str,
+    mode: Literal["error", "append", "replace"] = "error",
+) -> None:
+    """Write ``df`` (rows of one ``run_date``) to the Delta table at ``uri`` in one commit."""
+    spark = df.sparkSession
+    ensure_table(spark, uri, table=table)
+    out = _conform(df, table).write.format("delta")
+    if mode == "replace":
+        out.mode("overwrite").option("replaceWhere", f"run_date = DATE'{run_date}'").save(uri)
+    elif mode == "append":
+        out.mode("append").save(uri)
+    elif mode == "error":
+        existing = spark.read.format("delta").load(uri).where(f"run_date = DATE'{run_date}'").limit(1).count()
+        if existing:
+            raise WriteError(
+                f"table {table} at {uri} already has rows for run_date {run_date}; "
+                "expected none with mode='error' (use mode='replace' to rerun the date)"
+            )
+        out.mode("append").save(uri)
+    else:
+        raise WriteError(f"unknown write mode {mode!r}; expected one of ['error', 'append', 'replace']")
+
+
+def overwrite_table(df: "DataFrame", uri: str, *, table: str) -> None:
+    """Replace the whole table at ``uri`` in one commit (used for gallery tables)."""
+    spark = df.sparkSession
+    ensure_table(spark, uri, table=table)
+    _conform(df, table).write.format("delta").mode("overwrite").save(uri)
+
+
+def read_arrow(uri: str) -> pa.Table:
+    """Read a Delta table with the second engine (delta-rs), e.g. for checks and notebooks."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri).to_pyarrow_table()
