@@ -1,0 +1,45 @@
+"""Shared fixtures: ONE Spark session for the whole test run (starting one costs ~10 s)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def local_cfg():
+    from georank.config import load_config
+
+    return load_config(ROOT / "conf" / "local.yaml")
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """The test run's Spark session: local[2], real Delta jars, small shuffles, no UI."""
+    from georank.config import load_config
+    from georank.spark.session import get_spark
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    cfg = load_config(
+        ROOT / "conf" / "local.yaml",
+        [
+            "spark.master=local[2]",
+            "spark.conf={'spark.sql.shuffle.partitions': '2', 'spark.ui.enabled': 'false', "
+            f"'spark.sql.warehouse.dir': '{warehouse}', 'spark.driver.memory': '2g', "
+            "'spark.ui.showConsoleProgress': 'false'}",
+        ],
+    )
+    session = get_spark(cfg)
+    yield session
+    session.stop()

@@ -1,0 +1,43 @@
+"""One schema module: Spark schemas are derived from the Arrow ones and agree with them."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from georank import schema as S
+from georank.errors import SchemaError
+
+
+@pytest.mark.parametrize("name", sorted(S.TABLES))
+def test_spark_and_arrow_schemas_agree(name: str) -> None:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    arrow = S.TABLES[name]
+    spark = S.spark_schema(arrow)
+    back = to_arrow_schema(spark)
+    assert [f.name for f in back] == arrow.names
+    assert [f.type for f in back] == [f.type for f in arrow] or all(
+        pa.types.is_list(a.type) == pa.types.is_list(b.type) for a, b in zip(back, arrow)
+    )
+    for f in spark:
+        assert f.metadata["comment"] == S.comment(arrow, f.name) != ""
+        assert f.nullable == arrow.field(f.name).nullable
+
+
+def test_every_column_is_documented() -> None:
+    for schema in [*S.TABLES.values(), S.PHOTOS, S.DECODED, S.CANDIDATES]:
+        for f in schema:
+            assert S.comment(schema, f.name), f"{f.name} has no comment"
+
+
+def test_versions_and_run_columns_on_predictions() -> None:
+    for col in ("model_version", "adapter_version", "index_version", "embed_version", "run_id", "run_date"):
+        assert col in S.PREDICTIONS.names
+    assert S.PARTITION_BY["predictions"] == ("run_date",)
+
+
+def test_check_batch_says_what_is_wrong() -> None:
+    bad = pa.table({"photo_id": ["a"], "uri": [1]})
+    with pytest.raises(SchemaError, match=r"missing \['image_bytes'\].*wrong types \['uri: expected string, got int64'\]"):
+        S.check_batch(bad, S.PHOTOS, what="photos")
