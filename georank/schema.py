@@ -198,3 +198,57 @@ def check_batch(batch: pa.RecordBatch | pa.Table, schema: pa.Schema, *, what: st
 def empty(schema: pa.Schema) -> pa.Table:
     """An empty table of the schema."""
     return schema.empty_table()
+
+
+# --- Gallery index and retrieval (georank.index, georank.retrieve) ---------------------------------
+
+GALLERY_PREPARED = pa.schema(
+    [
+        _f("gallery_id", pa.int64(), "Gallery id (null when the input row had none: an error row)"),
+        _f("uri", pa.string(), "Image location as given in the gallery table"),
+        _f("lat_deg", pa.float64(), "Latitude, WGS-84 degrees"),
+        _f("lon_deg", pa.float64(), "Longitude, WGS-84 degrees"),
+        _f("description", pa.string(), "City, state, country, blanks dropped (georank.places.describe)"),
+        _f("embedding", pa.list_(pa.float32()), "L2-normalised embedding (null on error rows)"),
+        _f("embed_version", pa.string(), "Embedder version that produced the vector"),
+        _f("shard", pa.int32(), "Index shard that holds the row (georank.index.shard_of)"),
+        _f("error_stage", pa.string(), "Stage that failed (null when the row was embedded)"),
+        _f("error_reason", pa.string(), "Why the row failed, in words (null when it was embedded)"),
+    ]
+)
+
+SHARD_META = pa.schema(
+    [
+        _f("gallery_id", pa.int64(), "FAISS id of the vector; rows sorted by it, unique", nullable=False),
+        _f("lat_deg", pa.float64(), "Latitude, WGS-84 degrees"),
+        _f("lon_deg", pa.float64(), "Longitude, WGS-84 degrees"),
+        _f("description", pa.string(), "City, state, country, blanks dropped"),
+        _f("image_uri", pa.string(), "Gallery image (null when the gallery held the bytes inline)"),
+    ]
+)
+
+NEIGHBOURS = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Query photo id", nullable=False),
+        _f("gallery_id", pa.list_(pa.int64()), "Retrieved gallery ids, best first (k)"),
+        _f("similarity", pa.list_(pa.float32()), "Inner products with the query, best first (k)"),
+        _f("lat_deg", pa.list_(pa.float64()), "Neighbour latitudes, degrees (k)"),
+        _f("lon_deg", pa.list_(pa.float64()), "Neighbour longitudes, degrees (k)"),
+        _f("description", pa.list_(pa.string()), "Neighbour place descriptions (k)"),
+        _f("image_uri", pa.list_(pa.string()), "Neighbour gallery images (k)"),
+        _f("index_version", pa.string(), "Gallery index version (manifest) searched"),
+    ]
+)
+
+
+# --- The nightly job's frames (georank.pipeline) ----------------------------------------------------
+
+# What the accelerator stage returns for each photo: a prediction row, or the same columns
+# with nulls plus the failing stage and reason. Split into PREDICTIONS and ERRORS before writing.
+RESULTS = pa.schema(
+    list(PREDICTIONS)
+    + [
+        _f("error_stage", pa.string(), "Stage that failed (null for a prediction)"),
+        _f("error_reason", pa.string(), "Why the photo failed, in words (null for a prediction)"),
+    ]
+)
