@@ -1,0 +1,117 @@
+"""The GeoRanker network: Qwen2-VL + a bias-free linear score head on the last token.
+
+``score = value_head(norm(h_L)[:, -1])``: the final (post-norm) hidden state of the LAST prompt
+token, prompts LEFT-padded so that position -1 is always the last real token. The head is
+named ``value_head`` as in the released checkpoint (a PEFT "module to save", stored inside
+``adapter_model.safetensors`` as ``base_model.model.value_head.weight``).
+
+Only the backbone (:class:`~transformers.Qwen2VLModel`) is kept: the vocabulary projection
+(``lm_head``) is never loaded into this module and vocabulary logits are never computed.
+Runs on executors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache, Qwen2VLModel
+
+
+@dataclass
+class RankerInputs:
+    """One padded batch for the ranker (all tensors on the model's device).
+
+    input_ids: LongTensor (b, t), left-padded; when ``past_key_values`` holds a prefix, only the
+        new (suffix) tokens.
+    attention_mask: LongTensor (b, past + t), 1 for real tokens (prefix and suffix).
+    position_ids: LongTensor (3, b, t), M-RoPE positions of the ``t`` new tokens.
+    mm_token_type_ids: IntTensor (b, t), 1 at image-pad tokens.
+    pixel_values: FloatTensor (n_patches, c * tps * 14 * 14) for the images of these tokens, or None.
+    image_grid_thw: LongTensor (n_images, 3), or None.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    mm_token_type_ids: torch.Tensor
+    pixel_values: torch.Tensor | None = None
+    image_grid_thw: torch.Tensor | None = None
+
+    def as_kwargs(self) -> dict[str, torch.Tensor | None]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+            "mm_token_type_ids": self.mm_token_type_ids,
+            "pixel_values": self.pixel_values,
+            "image_grid_thw": self.image_grid_thw,
+        }
+
+
+class GeoRankerModel(nn.Module):
+    """Qwen2-VL backbone + score head. Attribute names mirror the released checkpoint's
+    module tree (``model.*`` for the backbone, ``value_head`` for the head), so adapter keys
+    ``base_model.model.<name>`` address this module directly.
+    """
+
+    base_model_prefix = "model"  # read by transformers' key-conversion helpers that PEFT calls
+
+    def __init__(self, backbone: Qwen2VLModel) -> None:
+        super().__init__()
+        self.model = backbone
+        self.config = backbone.config  # PEFT and transformers helpers look for .config
+        hidden_size = backbone.config.text_config.hidden_size
+        self.value_head = nn.Linear(hidden_size, 1, bias=False)  # (1, hidden) weight, no bias
+        self.value_head.to(device=backbone.device, dtype=backbone.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        past_key_values: DynamicCache | None = None,
+    ) -> torch.Tensor:
+        """Scores (b,) float32 of left-padded prompts (or suffixes after a cached prefix)."""
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+        )
+        h_last = out.last_hidden_state[:, -1, :]  # (b, hidden): post-norm, last real token
+        return self.value_head(h_last).squeeze(-1).float()  # (b,)
+
+    def encode_prefix(self, inputs: RankerInputs) -> DynamicCache:
+        """Run a left-padded batch of prefixes once and return their KV cache (b, kv_heads, p, d)."""
+        out = self.model(**inputs.as_kwargs(), use_cache=True)
+        return out.past_key_values
+
+    def score(self, inputs: RankerInputs, past_key_values: DynamicCache | None = None) -> torch.Tensor:
+        """Scores (b,) float32; with ``past_key_values`` the batch is suffixes after that cache."""
+        return self.forward(**inputs.as_kwargs(), past_key_values=past_key_values)
+
+
+def select_cache_rows(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+    """A new cache holding ``cache``'s batch rows ``rows`` (n,), e.g. one prefix per candidate.
+
+    The source cache is left untouched (a forward pass appends to the cache it is given).
+    """
+    layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v, *_ in cache]
+    return DynamicCache(ddp_cache_data=layers)
