@@ -41,7 +41,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from importlib import metadata, resources as importlib_resources
+from importlib import metadata
+from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -233,7 +234,9 @@ def reverse_geocode(
     lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
     lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
     if lat.ndim != 1 or lat.shape != lon.shape:
-        raise InputError(f"reverse_geocode: expected lat_deg and lon_deg of one shape (n,), got {lat.shape} and {lon.shape}")
+        raise InputError(
+            f"reverse_geocode: expected lat_deg and lon_deg of one shape (n,), got {lat.shape} and {lon.shape}"
+        )
     if invalid not in ("error", "none"):
         raise InputError(f"reverse_geocode: invalid must be one of ['error', 'none'], got {invalid!r}")
     ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
