@@ -1,0 +1,273 @@
+"""The nightly geotag job's Spark layer: partition, call the core, stage, commit.
+
+Driver side: :func:`run_geotag`. Executor side: the closures passed to
+``mapInArrow`` capture only plain values (the config as a dict, the run id and
+date) and call :mod:`georank.pipeline`; models and shards come from the
+per-worker cache.
+
+Shape of a run::
+
+    photos (table | folder | s3:// prefix)
+      -> input checks (null / repeated ids become error rows)
+      -> repartition (input.photos_per_partition)
+      -> decode            mapInArrow, CPU
+      -> [shuffle when GPUs are asked for, so the CPU stage holds none]
+      -> geotag            mapInArrow, stage-level ResourceProfile asking for a GPU
+      -> staged Parquet    (all compute ends here; counts checked: read = predicted + errors)
+      -> errors commit, predictions commit   (replaceWhere run_date: a rerun replaces the date)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+import pyarrow as pa
+
+from georank import schema as S
+from georank import write
+from georank.config import GeorankConfig, validate_config
+from georank.errors import InputError, RunError
+from georank.io import list_images, photo_id_from_uri
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def _is_table(uri: str) -> Literal["delta", "parquet", ""]:
+    if uri.startswith(("s3://", "s3a://")):
+        return ""  # an s3:// prefix of images; tables on S3 are given as s3a://
+    p = Path(uri)
+    if (p / "_delta_log").is_dir():
+        return "delta"
+    if p.suffix == ".parquet" or (p.is_dir() and any(p.glob("*.parquet"))):
+        return "parquet"
+    return ""
+
+
+def read_photos(spark: "SparkSession", uri: str, cfg: GeorankConfig) -> "DataFrame":
+    """The night's photos as a PHOTOS frame (photo_id, uri, image_bytes) from a Delta or Parquet
+    table, a local folder of images or an ``s3://`` prefix."""
+    from pyspark.sql import functions as F
+
+    uri = cfg.resolve(uri)
+    if uri.startswith("s3a://") or _is_table(uri):
+        fmt = "delta" if (uri.startswith("s3a://") or _is_table(uri) == "delta") else "parquet"
+        df = spark.read.format(fmt).load(uri)
+        if "photo_id" not in df.columns or not ({"uri", "image_bytes"} & set(df.columns)):
+            raise InputError(
+                f"photos table {uri}: expected columns photo_id and uri or image_bytes, got {df.columns}"
+            )
+        for col, typ in (("uri", "string"), ("image_bytes", "binary")):
+            if col not in df.columns:
+                df = df.withColumn(col, F.lit(None).cast(typ))
+        return df.select(F.col("photo_id").cast("string"), "uri", "image_bytes")
+    if not uri.startswith(("s3://", "s3a://")) and not Path(uri).is_dir():
+        raise InputError(f"photos not found: expected a Delta/Parquet table, a folder of images or an s3:// prefix at {uri}")
+    uris = list_images(uri, cfg.s3)
+    rows = [(photo_id_from_uri(u), u, None) for u in uris]
+    return spark.createDataFrame(rows, S.spark_schema(S.PHOTOS))
+
+
+def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame", "DataFrame"]:
+    """(usable photos, input error rows): a null id is an error row; a repeated id keeps its
+    first row (by uri) and turns the others into error rows naming the kept one."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("photo_id").orderBy(F.col("uri").asc_nulls_last())
+    ranked = photos.withColumn("_n", F.row_number().over(w)).withColumn("_first_uri", F.first("uri").over(w))
+    null_id = F.col("photo_id").isNull() | (F.trim(F.col("photo_id")) == "")
+    if cfg.input.duplicate_ids == "fail":
+        dups = ranked.where(~null_id & (F.col("_n") > 1)).select("photo_id").limit(5).collect()
+        if dups:
+            raise InputError(
+                f"photo ids repeat in the input (input.duplicate_ids=fail): expected unique ids, got repeats of "
+                f"{[r.photo_id for r in dups]}"
+            )
+    errors = ranked.where(null_id | (F.col("_n") > 1)).select(
+        F.when(null_id, F.lit(None)).otherwise(F.col("photo_id")).alias("photo_id"),
+        "uri",
+        F.lit("input").alias("error_stage"),
+        F.when(null_id, F.lit("the input row has no photo id"))
+        .otherwise(F.concat(F.lit("duplicate photo id: the row with uri "), F.coalesce(F.col("_first_uri"), F.lit("(inline bytes)")), F.lit(" is processed instead")))
+        .alias("error_reason"),
+    )
+    good = ranked.where(~null_id & (F.col("_n") == 1)).select("photo_id", "uri", "image_bytes")
+    return good, errors
+
+
+# ----------------------------------------------------------------------------- executor closures
+
+
+def _decode_fn(cfg_dict: dict[str, Any]):  # type: ignore[no-untyped-def]
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Runs on executors: PHOTOS batches -> DECODED batches."""
+        from georank.pipeline import decode_photos
+
+        cfg = validate_config(cfg_dict, source="config shipped to executor")
+        for batch in batches:
+            yield from decode_photos(batch, cfg).to_batches()
+
+    return run
+
+
+def _geotag_fn(cfg_dict: dict[str, Any], run_id: str, run_date: dt.date):  # type: ignore[no-untyped-def]
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Runs on executors: DECODED batches of one partition -> RESULTS batches."""
+        from georank.pipeline import RunInfo, geotag_partition
+
+        cfg = validate_config(cfg_dict, source="config shipped to executor")
+        _bind_gpu(cfg)
+        tables = [pa.Table.from_batches([b]) for b in batches]
+        if not tables:
+            return
+        decoded = pa.concat_tables(tables)
+        if decoded.num_rows == 0:
+            return
+        started = time.monotonic()
+        result = geotag_partition(decoded, cfg, RunInfo(run_id=run_id, run_date=run_date))
+        log.info("geotagged %d photos in %.1f s", decoded.num_rows, time.monotonic() - started)
+        yield from result.to_batches()
+
+    return run
+
+
+def _bind_gpu(cfg: GeorankConfig) -> None:
+    """On executors: use the GPU Spark assigned to this task (stage-level scheduling)."""
+    if not cfg.spark.gpu.enabled:
+        return
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx is not None else None
+    if gpus is None or not gpus.addresses:
+        raise RunError("the accelerator stage asked for a GPU, but Spark assigned none to this task")
+    log.info("task %s runs on GPU %s", ctx.taskAttemptId() if ctx else "?", gpus.addresses[0])
+    if cfg.rank.device == "cuda" or cfg.embed.device == "cuda":
+        import torch
+
+        torch.cuda.set_device(int(gpus.addresses[0]))
+
+
+def gpu_profile(cfg: GeorankConfig):  # type: ignore[no-untyped-def]
+    """The accelerator stage's ResourceProfile (task-only: works without dynamic allocation on
+    standalone and Kubernetes), or None when the config asks for no GPU."""
+    if not cfg.spark.gpu.enabled:
+        return None
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    treq = TaskResourceRequests().cpus(1).resource("gpu", cfg.spark.gpu.task_amount)
+    return ResourceProfileBuilder().require(treq).build
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _staging_uri(cfg: GeorankConfig, run_id: str) -> str:
+    pred = cfg.resolve(cfg.tables.predictions).rstrip("/")
+    parent, _, name = pred.rpartition("/")
+    return f"{parent}/_staging/{name}/{run_id}"
+
+
+def run_geotag(
+    spark: "SparkSession",
+    cfg: GeorankConfig,
+    *,
+    photos_uri: str,
+    run_date: dt.date,
+    run_id: str,
+    mode: Literal["replace", "error"] = "replace",
+) -> dict[str, Any]:
+    """Run the nightly job for one date; returns the summary counts and per-stage seconds."""
+    from pyspark.sql import functions as F
+
+    from georank.candidates import check_sources
+
+    check_sources(cfg)
+    seconds: dict[str, float] = {}
+    t0 = time.monotonic()
+    photos = read_photos(spark, photos_uri, cfg).cache()
+    n_read = photos.count()
+    good, input_errors = split_bad_ids(photos, cfg)
+    n_good = good.count()
+    seconds["input"] = time.monotonic() - t0
+    log.info("run %s: %d photos read, %d usable ids", run_id, n_read, n_good)
+
+    cfg_dict = cfg.model_dump()
+    n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.input.photos_per_partition))
+    decoded = good.repartition(n_parts).mapInArrow(_decode_fn(cfg_dict), S.spark_schema(S.DECODED))
+    profile = gpu_profile(cfg)
+    if profile is not None:
+        decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
+    results = decoded.mapInArrow(
+        _geotag_fn(cfg_dict, run_id, run_date), S.spark_schema(S.RESULTS), profile=profile
+    )
+    err_cols = [
+        F.col("photo_id"),
+        F.col("uri"),
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in S.spark_schema(S.RESULTS) if f.name not in ("photo_id", "uri", "run_id", "run_date", "error_stage", "error_reason")],
+    ]
+    input_rows = input_errors.select(
+        *err_cols, F.lit(run_id).alias("run_id"), F.lit(run_date).alias("run_date"), "error_stage", "error_reason"
+    ).select(*S.RESULTS.names)
+
+    staging = _staging_uri(cfg, run_id)
+    t1 = time.monotonic()
+    results.unionByName(input_rows).write.mode("error").parquet(staging)
+    seconds["compute"] = time.monotonic() - t1
+    staged = spark.read.parquet(staging)
+    counts = staged.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.when(F.col("error_stage").isNull(), 1).otherwise(0)).alias("predicted"),
+        F.sum(F.when(F.col("error_stage").isNotNull(), 1).otherwise(0)).alias("errors"),
+        F.sum(F.when(F.col("ranker_skipped"), 1).otherwise(0)).alias("skipped"),
+    ).collect()[0]
+    predicted, errors = int(counts["predicted"] or 0), int(counts["errors"] or 0)
+    if predicted + errors != n_read:
+        raise RunError(
+            f"run {run_id}: expected read = predicted + errors, got {n_read} != {predicted} + {errors}; nothing was committed"
+        )
+    dup = staged.where(F.col("error_stage").isNull()).groupBy("photo_id").count().where("count > 1").limit(1).count()
+    if dup:
+        raise RunError(f"run {run_id}: a photo id has two predictions; nothing was committed")
+
+    t2 = time.monotonic()
+    date_str = run_date.isoformat()
+    errors_df = staged.where(F.col("error_stage").isNotNull()).select(
+        "photo_id", "uri", F.col("error_stage").alias("stage"), F.col("error_reason").alias("reason"), "run_id", "run_date"
+    )
+    write.write_partition(errors_df, cfg.resolve(cfg.tables.errors), table="errors", run_date=date_str, mode=mode)
+    preds_df = staged.where(F.col("error_stage").isNull()).select(*S.PREDICTIONS.names)
+    write.write_partition(preds_df, cfg.resolve(cfg.tables.predictions), table="predictions", run_date=date_str, mode=mode)
+    seconds["write"] = time.monotonic() - t2
+    _remove_staging(staging)
+    total = time.monotonic() - t0
+    return {
+        "read": n_read,
+        "predicted": predicted,
+        "errors": errors,
+        "ranker_skipped": int(counts["skipped"] or 0),
+        "skip_rate": round(int(counts["skipped"] or 0) / predicted, 4) if predicted else 0.0,
+        "partitions": n_parts,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "photos_per_s": round(n_read / total, 3) if total > 0 else 0.0,
+        "run_date": date_str,
+    }
+
+
+def _remove_staging(uri: str) -> None:
+    if "://" not in uri:
+        shutil.rmtree(uri, ignore_errors=True)
+    # On object stores the staging prefix is left for a lifecycle rule (documented in the README).

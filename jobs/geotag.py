@@ -1,0 +1,47 @@
+"""The nightly geotag job: photos in, predictions and errors out (one Delta commit per table).
+
+    ./spark-submit.sh jobs/geotag.py --conf conf/local.yaml --run-date 2026-11-23 \
+        [--photos URI] [--mode replace|error] [--set k=v ...]
+
+--photos defaults to the config's input.photos; a rerun of the same --run-date replaces that
+date's rows (--mode replace, the default) or refuses (--mode error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from georank.cli import Summary, run_job
+from georank.config import GeorankConfig
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    p.add_argument("--photos", default=None, help="table, folder of images or s3:// prefix")
+    p.add_argument("--mode", choices=["replace", "error"], default="replace")
+
+
+def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
+    from georank.spark.demo import ensure_demo
+    from georank.spark.geotag import run_geotag
+    from georank.spark.session import get_spark
+
+    spark = get_spark(cfg)
+    if cfg.demo.ensure:
+        summary["demo"] = ensure_demo(spark, cfg)
+    summary.update(
+        run_geotag(
+            spark,
+            cfg,
+            photos_uri=args.photos or cfg.input.photos,
+            run_date=args.run_date,
+            run_id=summary["run_id"],
+            mode=args.mode,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_job("geotag", main, add_args=add_args))

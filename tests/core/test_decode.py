@@ -1,0 +1,108 @@
+"""Every bad photo becomes a PhotoError with a stage and a reason a person understands;
+usable oddities (alpha, CMYK, 16-bit, EXIF rotation) decode to an upright RGB image."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from georank.config import DecodeConfig, S3Config
+from georank.decode import decode_image
+from georank.errors import PhotoError
+from georank.io import read_bytes
+
+CFG = DecodeConfig()
+
+
+def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _jpeg(w: int = 64, h: int = 48) -> bytes:
+    arr = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return _encode(Image.fromarray(arr), "JPEG")
+
+
+def test_zero_bytes() -> None:
+    with pytest.raises(PhotoError, match=r"^decode: the file is empty \(0 bytes\)$"):
+        decode_image(b"", CFG)
+
+
+def test_truncated_jpeg() -> None:
+    data = _jpeg(256, 256)
+    with pytest.raises(PhotoError, match="decode: truncated or corrupt image data"):
+        decode_image(data[: len(data) // 2], CFG)
+
+
+def test_not_an_image_with_jpg_name(tmp_path: Path) -> None:
+    p = tmp_path / "notes.jpg"
+    p.write_text("these are not pixels")
+    with pytest.raises(PhotoError, match="decode: not an image: the bytes are in no image format Pillow can read"):
+        decode_image(read_bytes(str(p), S3Config()), CFG)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PhotoError, match=f"read: file not found: {tmp_path / 'gone.jpg'}") as err:
+        read_bytes(str(tmp_path / "gone.jpg"), S3Config())
+    assert err.value.stage == "read"
+
+
+def test_png_with_alpha_is_flattened_on_white() -> None:
+    img = Image.new("RGBA", (40, 30), (255, 0, 0, 0))  # fully transparent red
+    out = decode_image(_encode(img, "PNG"), CFG)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_cmyk_and_16bit_decode_to_rgb() -> None:
+    cmyk = Image.new("CMYK", (40, 30), (0, 255, 255, 0))  # red
+    out = decode_image(_encode(cmyk, "JPEG"), CFG)
+    r, g, b = out.getpixel((20, 15))
+    assert out.mode == "RGB" and r > 200 and g < 60 and b < 60
+    arr16 = np.full((30, 40), 65535 // 2, dtype=np.uint16)
+    out16 = decode_image(_encode(Image.fromarray(arr16), "PNG"), CFG)
+    assert out16.mode == "RGB" and abs(out16.getpixel((0, 0))[0] - 128) <= 1
+
+
+def test_exif_rotation_is_applied() -> None:
+    img = Image.new("RGB", (60, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = decode_image(_encode(img, "JPEG", exif=exif), CFG)
+    assert out.size == (20, 60)
+
+
+def test_one_pixel_image_is_refused() -> None:
+    with pytest.raises(PhotoError, match=r"decode: image is 1x1 pixels; the shorter side must be at least 2"):
+        decode_image(_encode(Image.new("RGB", (1, 1)), "PNG"), CFG)
+
+
+def test_extreme_aspect_ratio_is_refused() -> None:
+    with pytest.raises(PhotoError, match=r"decode: aspect ratio 201 is over the limit of 200 \(402x2 pixels\)"):
+        decode_image(_encode(Image.new("RGB", (402, 2)), "PNG"), CFG)
+
+
+def test_decompression_bomb_is_refused_from_the_header() -> None:
+    # A 5000 x 5000 PNG of one colour compresses to a few KB; our cap refuses it from the
+    # header, before any pixel is decoded.
+    cfg = DecodeConfig(max_pixels=10_000_000)
+    data = _encode(Image.new("L", (5000, 5000)), "PNG")
+    assert len(data) < 100_000
+    with pytest.raises(PhotoError, match=r"decode: image is 5000x5000 = 25000000 pixels, over the cap of 10000000"):
+        decode_image(data, cfg)
+
+
+def test_bomb_beyond_pillows_own_limit_is_a_decode_error() -> None:
+    data = _encode(Image.new("1", (14000, 14000)), "PNG")  # 196 MP, over Pillow's hard limit
+    with pytest.raises(PhotoError, match=r"decode: refused as a decompression bomb: Image size \(196000000 pixels\)"):
+        decode_image(data, DecodeConfig(max_pixels=10**12))
+
+
+def test_large_photo_is_bounded() -> None:
+    out = decode_image(_jpeg(3000, 1000), DecodeConfig(max_side_px=512))
+    assert max(out.size) <= 512 and out.mode == "RGB"
