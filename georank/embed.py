@@ -308,6 +308,7 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0, *, image_size: int = 224
     text = dict(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         vocab_size=128, max_position_embeddings=32, projection_dim=projection_dim,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1,
     )
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)).eval()
     model.save_pretrained(str(out))
