@@ -35,6 +35,7 @@ CORE = [
     "reverse_geocoder==1.5.1",
     "scipy==1.17.1",
     "boto3==1.44.5",
+    "pytz==2026.6",
 ]
 FAISS_CPU = ["faiss-cpu==1.15.1"]
 

@@ -24,13 +24,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
-    from georank.spark.demo import ensure_demo
+    from georank.demo_setup import ensure_demo
     from georank.spark.geotag import run_geotag
     from georank.spark.session import get_spark
 
-    spark = get_spark(cfg)
     if cfg.demo.ensure:
-        summary["demo"] = ensure_demo(spark, cfg)
+        summary["demo"] = ensure_demo(cfg)
+    spark = get_spark(cfg)
     summary.update(
         run_geotag(
             spark,
