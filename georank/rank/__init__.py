@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from georank.rank.prompts import RankCandidate, RankQuery, place_description
+from georank.rank.prompts import RankCandidate, RankQuery
 
 if TYPE_CHECKING:
     from georank.rank.scorer import Scorer, get_scorer
     from georank.rank.tiny import build_tiny_ranker
 
-__all__ = ["RankCandidate", "RankQuery", "Scorer", "build_tiny_ranker", "get_scorer", "place_description"]
+__all__ = ["RankCandidate", "RankQuery", "Scorer", "build_tiny_ranker", "get_scorer"]
 
 
 def __getattr__(name: str) -> Any:

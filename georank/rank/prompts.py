@@ -37,7 +37,7 @@ PREFIX_TEXT = "How far is this place from latitude:"  # shared by every candidat
 class RankCandidate:
     """One candidate location for a query.
 
-    ``description`` is the reverse-geocoded place (see :func:`place_description`); None for a
+    ``description`` is the reverse-geocoded place (:func:`georank.places.describe`); None for a
     candidate the vision-language model generated. ``image`` is the gallery photo behind a
     retrieved candidate; None when generated.
     """
@@ -55,12 +55,6 @@ class RankQuery:
     image: PIL.Image.Image
     candidates: Sequence[RankCandidate]
     negatives: Sequence[RankCandidate]
-
-
-def place_description(*parts: str | None) -> str:
-    """City, state and country, blanks dropped, joined by single spaces: ``("Paris", "", "France")``
-    -> ``"Paris France"``."""
-    return " ".join(p for p in parts if p)
 
 
 def format_coord(value_deg: float) -> str:
