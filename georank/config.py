@@ -11,8 +11,8 @@ and rebuild it with :meth:`GeorankConfig.model_validate`; nothing else is
 pickled into closures.
 
 Relative paths in the config (``tables.*``, ``*_uri``, ``demo.root``...) are
-resolved against the project root (the folder that holds ``conf/``), so a job
-behaves the same whatever directory it is launched from.
+resolved against the project root (:func:`project_home`), so a job behaves the
+same whatever directory it is launched from and wherever its config file lives.
 """
 
 from __future__ import annotations
@@ -284,6 +284,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def project_home() -> Path:
+    """The folder relative config paths resolve against: ``$GEORANK_HOME`` if set, else the checkout
+    that holds this package (it has ``spark-submit.sh``), else the working directory."""
+    env = os.environ.get("GEORANK_HOME")
+    if env:
+        return Path(env).resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "spark-submit.sh").exists():
+        return checkout
+    return Path.cwd()
+
+
 def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> GeorankConfig:
     """Load, override and validate a config. Raises :class:`ConfigError` naming the key.
 
@@ -306,7 +318,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         _set_dotted(tree, key, value)
     if overrides:
         source = f"{p} with --set {' '.join(overrides)}"
-    tree.setdefault("project_root", str(p.resolve().parent.parent))
+    tree.setdefault("project_root", str(project_home()))
     return validate_config(tree, source=source)
 
 

@@ -43,3 +43,17 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     session = get_spark(cfg)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny demo world with tiny models and a 2-shard index, built once per test run."""
+    from support import tiny_conf
+
+    from georank.config import load_config
+    from georank.demo_setup import ensure_demo
+
+    world = tmp_path_factory.mktemp("tiny-world")
+    conf = tiny_conf(world, world / "build.yaml")
+    ensure_demo(load_config(conf))
+    return world
