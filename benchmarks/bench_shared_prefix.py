@@ -45,7 +45,9 @@ def _queries(n_photos: int, n_candidates: int, side_px: int) -> list[RankQuery]:
     out = []
     for q in range(n_photos):
         negatives = [
-            RankCandidate(float(rng.uniform(-60, 60)), float(rng.uniform(-180, 180)), "Springfield Illinois United States", None)
+            RankCandidate(
+                float(rng.uniform(-60, 60)), float(rng.uniform(-180, 180)), "Springfield Illinois United States", None
+            )
             for _ in range(5)
         ]
         cands = [
@@ -174,8 +176,13 @@ def main() -> None:
     from transformers import Qwen2VLConfig
 
     real = Qwen2VLConfig(
-        text_config={"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                     "num_attention_heads": 28, "num_key_value_heads": 4},
+        text_config={
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+        },
         vision_config={"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16, "mlp_ratio": 4},
     )
     ratio_small = flop_ratio(model_cfg, prefix_len, suffix_lens, q_patches, c_patches)
@@ -186,9 +193,7 @@ def main() -> None:
     print(f"shared-prefix : {t_shared:8.3f} s  ({1000 * t_shared / n_pairs:7.1f} ms/pair)")
     print(f"  of which CPU prompt building (encode_query, both paths): {t_encode:.3f} s")
     print(f"measured ratio (per-pair / shared-prefix): {t_pair / t_shared:.2f}x")
-    print(
-        f"model ratio excluding prompt building: {(t_pair - t_encode) / max(t_shared - t_encode, 1e-9):.2f}x"
-    )
+    print(f"model ratio excluding prompt building: {(t_pair - t_encode) / max(t_shared - t_encode, 1e-9):.2f}x")
     print(
         f"FLOP ratio: {ratio_small:.2f}x for this model, {ratio_real:.2f}x for Qwen2-VL-7B at this prompt shape "
         f"(decoder-token ratio {ratio_tokens:.2f}x)"

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,8 +52,7 @@ def normalize_key(key: str) -> str:
     >>> normalize_key("base_model.model.visual.blocks.0.attn.qkv.lora_A.weight")
     'model.visual.blocks.0.attn.qkv.lora_A.weight'
     """
-    if key.startswith(PEFT_PREFIX):
-        key = key[len(PEFT_PREFIX) :]
+    key = key.removeprefix(PEFT_PREFIX)
     if key.startswith("model.") and not key.startswith(("model.language_model.", "model.visual.")):
         key = "model.language_model." + key[len("model.") :]
     elif key.startswith("visual."):
@@ -77,17 +77,17 @@ def _safetensors_files(base_dir: Path) -> list[Path]:
     return files
 
 
-def load_backbone(base_dir: Path, *, device: str, dtype: str, attn_implementation: str):  # -> Qwen2VLModel
+def load_backbone(base_dir: Path, *, device: str, dtype: str, attn_implementation: str) -> Any:  # Qwen2VLModel
     """The Qwen2-VL backbone of a base directory; every checkpoint weight must match the model."""
     from transformers import Qwen2VLForConditionalGeneration
 
     if not (base_dir / "config.json").is_file():
         raise CheckpointError(f"base model {base_dir}: expected a from_pretrained directory with config.json, got none")
     _safetensors_files(base_dir)
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if device != "cpu":
         kwargs["device_map"] = {"": device}
-    full, info = Qwen2VLForConditionalGeneration.from_pretrained(
+    loaded: Any = Qwen2VLForConditionalGeneration.from_pretrained(
         str(base_dir),
         dtype=_DTYPES[dtype],
         attn_implementation=attn_implementation,
@@ -96,6 +96,7 @@ def load_backbone(base_dir: Path, *, device: str, dtype: str, attn_implementatio
         output_loading_info=True,
         **kwargs,
     )
+    full, info = loaded
     problems = []
     if info.get("missing_keys"):
         problems.append(f"missing keys: {_listing(list(info['missing_keys']))}")
@@ -112,7 +113,7 @@ def load_backbone(base_dir: Path, *, device: str, dtype: str, attn_implementatio
     return backbone
 
 
-def _read_lora_config(adapter_dir: Path):  # -> peft.LoraConfig
+def _read_lora_config(adapter_dir: Path) -> Any:  # peft.LoraConfig
     from peft import LoraConfig, PeftType
 
     cfg_path = adapter_dir / ADAPTER_CONFIG
@@ -179,10 +180,14 @@ def attach_adapter(ranker: GeoRankerModel, adapter_dir: Path) -> GeoRankerModel:
         if k in expected and tuple(t.shape) != tuple(params[expected[k]].shape)
     ]
     if missing or unexpected or wrong_shape:
+        targets = lora_cfg.target_modules
+        targets = targets if isinstance(targets, str) else sorted(targets or [])
         parts = [
-            f"adapter {weights_path} does not fit the model: expected {n_lora} LoRA tensors "
-            f"(r={lora_cfg.r}, targets {sorted(lora_cfg.target_modules) if not isinstance(lora_cfg.target_modules, str) else lora_cfg.target_modules}) "
-            f"and the score head {PEFT_PREFIX}{HEAD_NAME}.weight, got {len(on_disk)} tensors"
+            (
+                f"adapter {weights_path} does not fit the model: expected {n_lora} LoRA tensors "
+                f"(r={lora_cfg.r}, targets {targets}) and the score head {PEFT_PREFIX}{HEAD_NAME}.weight, "
+                f"got {len(on_disk)} tensors"
+            )
         ]
         if missing:
             parts.append(f"missing keys: {_listing(missing)}")

@@ -13,6 +13,7 @@ Runs on executors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ class RankerInputs:
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
 
-    def as_kwargs(self) -> dict[str, torch.Tensor | None]:
+    def as_kwargs(self) -> dict[str, Any]:
         return {
             "input_ids": self.input_ids,
             "attention_mask": self.attention_mask,
@@ -62,7 +63,8 @@ class GeoRankerModel(nn.Module):
         super().__init__()
         self.model = backbone
         self.config = backbone.config  # PEFT and transformers helpers look for .config
-        hidden_size = backbone.config.text_config.hidden_size
+        text_config: Any = backbone.config.text_config
+        hidden_size = text_config.hidden_size
         self.value_head = nn.Linear(hidden_size, 1, bias=False)  # (1, hidden) weight, no bias
         self.value_head.to(device=backbone.device, dtype=backbone.dtype)
 
@@ -111,7 +113,19 @@ class GeoRankerModel(nn.Module):
 def select_cache_rows(cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
     """A new cache holding ``cache``'s batch rows ``rows`` (n,), e.g. one prefix per candidate.
 
-    The source cache is left untouched (a forward pass appends to the cache it is given).
+    The source cache is left untouched (a forward pass appends to the cache it is given, by
+    concatenation, so a broadcast view of one row is enough when every row is the same photo:
+    the prefix is then copied once, by that concatenation, instead of twice).
     """
-    layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v, *_ in cache]
-    return DynamicCache(ddp_cache_data=layers)
+    n = int(rows.numel())
+    if n > 0 and bool((rows == rows[0]).all()):
+        r = int(rows[0])
+        layers = [(k[r : r + 1].expand(n, -1, -1, -1), v[r : r + 1].expand(n, -1, -1, -1)) for k, v, *_ in cache]
+    else:
+        layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v, *_ in cache]
+    # Built from empty slices (DynamicCache's constructor concatenates, i.e. copies, what it is
+    # given), then pointed at the selected rows, as DynamicLayer.batch_select_indices does.
+    out = DynamicCache(ddp_cache_data=[(k[:, :, :0], v[:, :, :0]) for k, v in layers])
+    for layer, (k, v) in zip(out.layers, layers):
+        layer.keys, layer.values = k, v  # type: ignore[union-attr]
+    return out

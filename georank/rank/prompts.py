@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import PIL.Image
 import torch
@@ -91,7 +92,9 @@ def build_messages(query_image: Any, candidate: RankCandidate, negatives: Sequen
     return [{"role": "user", "content": content}]
 
 
-def render_prompt(processor: Any, query_image: Any, candidate: RankCandidate, negatives: Sequence[RankCandidate]) -> str:
+def render_prompt(
+    processor: Any, query_image: Any, candidate: RankCandidate, negatives: Sequence[RankCandidate]
+) -> str:
     """The chat-template text of one pair, each image one ``<|image_pad|>`` (before expansion)."""
     messages = build_messages(query_image, candidate, negatives)
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

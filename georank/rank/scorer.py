@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,7 +120,8 @@ class Scorer:
     def _rope_index(self, ids: torch.Tensor, mask: torch.Tensor, grid_thw: torch.Tensor | None) -> torch.Tensor:
         """M-RoPE position ids (3, b, t) of left-padded full sequences (pads get 0)."""
         mm = (ids == self.image_token_id).to(torch.int)
-        position_ids, _ = self.model.model.get_rope_index(
+        get_rope_index: Any = self.model.model.get_rope_index
+        position_ids, _ = get_rope_index(
             ids, mm_token_type_ids=mm, image_grid_thw=grid_thw, video_grid_thw=None, attention_mask=mask
         )
         return position_ids

@@ -55,7 +55,7 @@ def mrope_section_for(head_dim: int) -> list[int]:
     return [half - 2 * hw, hw, hw]
 
 
-def tiny_qwen2vl_config(**sizes: Any):  # -> transformers.Qwen2VLConfig
+def tiny_qwen2vl_config(**sizes: Any) -> Any:  # transformers.Qwen2VLConfig
     """A Qwen2-VL config of the real architecture with tiny sizes (see :data:`TINY_SIZES`)."""
     from transformers import Qwen2VLConfig
 
@@ -71,7 +71,11 @@ def tiny_qwen2vl_config(**sizes: Any):  # -> transformers.Qwen2VLConfig
             "num_key_value_heads": s["num_key_value_heads"],
             "max_position_embeddings": 32768,
             "rms_norm_eps": 1e-6,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section_for(head_dim)},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": mrope_section_for(head_dim),
+            },
             "bos_token_id": 151643,
             "eos_token_id": 151645,
         },
@@ -110,9 +114,7 @@ def _rewrite_layout(path: Path, layout: Layout) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
-def build_tiny_ranker(
-    out_dir: Path, *, seed: int = 0, layout: Layout = "new", **sizes: Any
-) -> tuple[Path, Path]:
+def build_tiny_ranker(out_dir: Path, *, seed: int = 0, layout: Layout = "new", **sizes: Any) -> tuple[Path, Path]:
     """Build and save a tiny GeoRanker; returns ``(base_dir, adapter_dir)`` under ``out_dir``.
 
     Deterministic for a seed: the same seed gives the same weights in either layout. LoRA A and

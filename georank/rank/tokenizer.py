@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 from transformers import Qwen2VLProcessor
 
@@ -25,9 +26,7 @@ log = logging.getLogger(__name__)
 
 # Qwen2's pre-tokenizer: single digits, and " ?[^\s\p{L}\p{N}]+" joins a space to a following
 # punctuation run (" -" in "latitude: -12.5"), which is why prompts are split on tokens.
-QWEN2_PRETOKENIZE_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_PRETOKENIZE_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 BPE_VOCAB_SIZE = 151_643  # ranks in qwen.tiktoken; the special tokens follow
 # Qwen2-VL special tokens, in id order from 151643 (tokenizer length 151657).
@@ -101,7 +100,7 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def build_qwen2vl_tokenizer():  # -> transformers.Qwen2Tokenizer
+def build_qwen2vl_tokenizer() -> Any:  # transformers.Qwen2Tokenizer
     """The Qwen2-VL tokenizer built offline: Qwen2 BPE + NFC + Qwen2 pre-tokenizer + special tokens.
 
     Special token ids are checked against 151643-151656; padding is on the left (the scorer
@@ -113,8 +112,8 @@ def build_qwen2vl_tokenizer():  # -> transformers.Qwen2Tokenizer
     vocab, merges = _vocab_and_merges()
     tok = Qwen2Tokenizer(
         vocab=dict(vocab),
-        merges=list(merges),
-        unk_token=None,
+        merges=list(merges),  # type: ignore[arg-type]  # (left, right) pairs are accepted
+        unk_token=None,  # type: ignore[arg-type]  # byte-level BPE has no unknown token
         eos_token="<|endoftext|>",  # set to <|im_end|> below, once the ids are in order
         pad_token="<|endoftext|>",
         errors="replace",

@@ -8,6 +8,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from rank_helpers import noise_image
@@ -134,7 +135,9 @@ def test_wrong_shape_fails_naming_it(tiny_new, tmp_path) -> None:
         t[Q_PROJ_A] = torch.zeros(t[Q_PROJ_A].shape[0] + 1, t[Q_PROJ_A].shape[1])
 
     bad = _broken_adapter(tiny_new[1], tmp_path / "a", edit)
-    with pytest.raises(CheckpointError, match=r"wrong shapes: " + re.escape(f"{Q_PROJ_A}: expected (16, 64), got (17, 64)")):
+    with pytest.raises(
+        CheckpointError, match=r"wrong shapes: " + re.escape(f"{Q_PROJ_A}: expected (16, 64), got (17, 64)")
+    ):
         load_ranker(tiny_new[0], bad)
 
 
@@ -176,3 +179,25 @@ def test_base_with_missing_weight_fails_naming_it(tiny_new, tmp_path) -> None:
     save_file(tensors, str(base / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match=r"missing keys: .*visual\.blocks\.1\.attn\.qkv\.weight"):
         load_ranker(base, tiny_new[1])
+
+
+def test_bfloat16_as_the_published_checkpoint_runs(tiny_new, processor, ours_new) -> None:
+    """dtype from config: bf16 backbone and head, LoRA kept in fp32 as PeftModel does; both
+    scoring paths run and stay near the fp32 scores."""
+    cfg = CFG.model_copy(update={"dtype": "bfloat16"})
+    model = load_ranker(*tiny_new, dtype="bfloat16")
+    assert model.dtype == torch.bfloat16 and model.value_head.weight.dtype == torch.bfloat16
+    q = model.model.language_model.layers[0].self_attn.q_proj
+    assert q.lora_A["default"].weight.dtype == torch.float32
+    scorer = Scorer(model, processor, cfg)
+    per_pair = scorer.score_per_pair([_query()])[0]
+    shared = scorer.score_shared_prefix([_query()])[0]
+    fp32 = ours_new.score_per_pair([_query()])[0]
+    assert per_pair.dtype == shared.dtype == np.float32
+    assert np.abs(per_pair - fp32).max() < 0.1 and np.abs(shared - per_pair).max() < 0.1
+
+
+def test_cuda_without_a_gpu_fails_clearly(tiny_new, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CheckpointError, match="rank.device is 'cuda' but torch sees no CUDA device"):
+        load_ranker(*tiny_new, device="cuda")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from rank_helpers import noise_image
 
 from georank.config import RankConfig
 from georank.errors import PhotoError
@@ -22,8 +23,6 @@ from georank.rank.prompts import (
     tokenize,
 )
 from georank.rank.tokenizer import QWEN2VL_SPECIAL_TOKENS, SPECIAL_TOKEN_IDS
-
-from rank_helpers import noise_image
 
 CFG = RankConfig(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28, candidate_jpeg_quality=75)
 
@@ -172,9 +171,13 @@ def test_image_sizes_snap_to_28_within_config_bounds() -> None:
 
 def test_candidate_images_are_jpeg_reencoded_per_config(processor) -> None:
     img = noise_image(56, 56, seed=3)
-    raw = encode_image(processor, prepare_image(img, CFG.model_copy(update={"candidate_jpeg_quality": None}), is_candidate=True))
+    raw = encode_image(
+        processor, prepare_image(img, CFG.model_copy(update={"candidate_jpeg_quality": None}), is_candidate=True)
+    )
     q75 = encode_image(processor, prepare_image(img, CFG, is_candidate=True))
-    q95 = encode_image(processor, prepare_image(img, CFG.model_copy(update={"candidate_jpeg_quality": 95}), is_candidate=True))
+    q95 = encode_image(
+        processor, prepare_image(img, CFG.model_copy(update={"candidate_jpeg_quality": 95}), is_candidate=True)
+    )
     query = encode_image(processor, prepare_image(img, CFG, is_candidate=False))
     assert q75.grid_thw == raw.grid_thw == (1, 4, 4)
     assert (query.pixel_values == raw.pixel_values).all()  # the query photo is not re-encoded
@@ -186,3 +189,24 @@ def test_tokenize_checks_image_count(processor) -> None:
     img = encode_image(processor, prepare_image(QUERY, CFG, is_candidate=False))
     with pytest.raises(ValueError, match="expected 2"):
         tokenize(processor, IMG + "x", [img, img])
+
+
+def test_model_directory_tokenizer_files_win(tiny_new, tmp_path) -> None:
+    """A directory's own tokenizer files are used; a directory without them gets the offline build."""
+    import shutil
+
+    from georank.rank.tokenizer import has_own_tokenizer, load_processor
+
+    own = tmp_path / "own"
+    shutil.copytree(tiny_new[0], own)
+    template = (own / "chat_template.jinja").read_text()
+    (own / "chat_template.jinja").write_text(template.replace("You are a helpful assistant.", "You geolocate."))
+    proc = load_processor(own, min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)
+    assert "You geolocate." in render_prompt(proc, QUERY, RankCandidate(1.0, 2.0, None, None), [])
+    assert proc.image_processor.size["longest_edge"] == 64 * 28 * 28  # pixel bounds from config
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert not has_own_tokenizer(bare)
+    offline = load_processor(bare, min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)
+    assert render_prompt(offline, QUERY, RankCandidate(1.0, 2.0, None, None), []).startswith(HEAD)
