@@ -88,11 +88,19 @@ def write_partition(
     table: str,
     run_date: str,
     mode: Literal["error", "append", "replace"] = "error",
+    txn: tuple[str, int] | None = None,
 ) -> None:
-    """Write ``df`` (rows of one ``run_date``) to the Delta table at ``uri`` in one commit."""
+    """Write ``df`` (rows of one ``run_date``) to the Delta table at ``uri`` in one commit.
+
+    ``txn=(app_id, version)`` makes the commit idempotent (Delta ``txnAppId``/``txnVersion``):
+    Delta skips it when this table already holds a commit of ``app_id`` with a version at least
+    as high, so a recovered run can be committed again safely and never undoes a newer run.
+    """
     spark = df.sparkSession
     ensure_table(spark, uri, table=table)
     out = _conform(df, table).write.format("delta")
+    if txn is not None:
+        out = out.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
     if mode == "replace":
         out.mode("overwrite").option("replaceWhere", f"run_date = DATE'{run_date}'").save(uri)
     elif mode == "append":

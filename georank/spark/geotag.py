@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
@@ -115,6 +115,7 @@ def _decode_fn(cfg_dict: dict[str, Any]):  # type: ignore[no-untyped-def]
         """Runs on executors: PHOTOS batches -> DECODED batches."""
         from georank.pipeline import decode_photos
 
+        _executor_logging()
         cfg = validate_config(cfg_dict, source="config shipped to executor")
         for batch in batches:
             yield from decode_photos(batch, cfg).to_batches()
@@ -127,6 +128,7 @@ def _geotag_fn(cfg_dict: dict[str, Any], run_id: str, run_date: dt.date):  # typ
         """Runs on executors: DECODED batches of one partition -> RESULTS batches."""
         from georank.pipeline import RunInfo, geotag_partition
 
+        _executor_logging()
         cfg = validate_config(cfg_dict, source="config shipped to executor")
         _bind_gpu(cfg)
         tables = [pa.Table.from_batches([b]) for b in batches]
@@ -141,6 +143,18 @@ def _geotag_fn(cfg_dict: dict[str, Any], run_id: str, run_date: dt.date):  # typ
         yield from result.to_batches()
 
     return run
+
+
+def _executor_logging() -> None:
+    """On executors: georank's INFO lines (GPU binding, progress) go to the Python worker's
+    stderr, i.e. the executor's log; once per worker. Without it they are dropped (no handler)."""
+    logger = logging.getLogger("georank")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _bind_gpu(cfg: GeorankConfig) -> None:
@@ -174,10 +188,84 @@ def gpu_profile(cfg: GeorankConfig):  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------------------------- driver
 
 
-def _staging_uri(cfg: GeorankConfig, run_id: str) -> str:
+TXN_APP_ID = "georank-geotag"  # Delta txnAppId of the nightly job's commits
+
+
+def _staging_root(cfg: GeorankConfig) -> str:
     pred = cfg.resolve(cfg.tables.predictions).rstrip("/")
     parent, _, name = pred.rpartition("/")
-    return f"{parent}/_staging/{name}/{run_id}"
+    return f"{parent}/_staging/{name}"
+
+
+def _fs(spark: "SparkSession", uri: str):  # type: ignore[no-untyped-def]
+    """(Hadoop FileSystem, Path) for ``uri``: the same code serves local folders and s3a://."""
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path  # type: ignore[attr-defined]
+
+
+def _commit_staged(spark: "SparkSession", cfg: GeorankConfig, staging: str, marker: dict[str, Any]) -> None:
+    """Commit a staged run: errors, then predictions, each one idempotent Delta commit; then drop
+    the staging folder. Safe to repeat after a crash at any point (txnAppId/txnVersion)."""
+    from pyspark.sql import functions as F
+
+    staged = spark.read.parquet(f"{staging}/results")
+    date_str, mode, txn = marker["run_date"], marker["mode"], (TXN_APP_ID, int(marker["txn_version"]))
+    errors_df = staged.where(F.col("error_stage").isNotNull()).select(
+        "photo_id", "uri", F.col("error_stage").alias("stage"), F.col("error_reason").alias("reason"), "run_id", "run_date"
+    )
+    log.info("run %s: committing errors", marker["run_id"])
+    write.write_partition(errors_df, cfg.resolve(cfg.tables.errors), table="errors", run_date=date_str, mode=mode, txn=txn)
+    preds_df = staged.where(F.col("error_stage").isNull()).select(*S.PREDICTIONS.names)
+    log.info("run %s: committing predictions", marker["run_id"])
+    write.write_partition(preds_df, cfg.resolve(cfg.tables.predictions), table="predictions", run_date=date_str, mode=mode, txn=txn)
+    fs, path = _fs(spark, staging)
+    fs.delete(path, True)
+    log.info("run %s: committed", marker["run_id"])
+
+
+def recover_pending(spark: "SparkSession", cfg: GeorankConfig) -> list[str]:
+    """Finish the commits of runs that crashed after staging was complete (roll forward), oldest
+    first, and drop staging folders of runs that crashed before it was. Returns the run ids
+    rolled forward. Called at the start of every geotag run."""
+    import json
+
+    root = _staging_root(cfg)
+    fs, path = _fs(spark, root)
+    if not fs.exists(path):
+        return []
+    pending: list[tuple[int, str, dict[str, Any]]] = []
+    for status in fs.listStatus(path):
+        run_dir = status.getPath().toString()
+        _, marker_path = _fs(spark, f"{run_dir}/_commit/_SUCCESS")
+        if fs.exists(marker_path):
+            marker = json.loads(spark.read.text(f"{run_dir}/_commit").first()[0])
+            pending.append((int(marker["txn_version"]), run_dir, marker))
+        else:
+            log.warning("dropping the staging of run %s: it crashed before its results were complete", run_dir)
+            fs.delete(status.getPath(), True)
+    rolled = []
+    for _, run_dir, marker in sorted(pending, key=lambda p: p[0]):
+        log.warning("run %s crashed while committing: rolling its commits forward", marker["run_id"])
+        if marker["mode"] == "error":
+            marker = {**marker, "mode": "replace"}  # its own first commit may have landed already
+        _commit_staged(spark, cfg, run_dir, marker)
+        rolled.append(str(marker["run_id"]))
+    return rolled
+
+
+def _refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date) -> None:
+    from georank.errors import WriteError
+
+    for table in (cfg.tables.predictions, cfg.tables.errors):
+        uri = cfg.resolve(table)
+        if write.is_delta(spark, uri) and spark.read.format("delta").load(uri).where(
+            f"run_date = DATE'{run_date.isoformat()}'"
+        ).limit(1).count():
+            raise WriteError(
+                f"{uri} already has rows for run_date {run_date.isoformat()}; expected none with --mode error "
+                "(use --mode replace to rerun the date)"
+            )
 
 
 def run_geotag(
@@ -190,11 +278,17 @@ def run_geotag(
     mode: Literal["replace", "error"] = "replace",
 ) -> dict[str, Any]:
     """Run the nightly job for one date; returns the summary counts and per-stage seconds."""
+    import json
+
     from pyspark.sql import functions as F
 
     from georank.candidates import check_sources
 
     check_sources(cfg)
+    txn_version = time.time_ns() // 1_000_000  # orders this run's commits after every earlier run's
+    recovered = recover_pending(spark, cfg)
+    if mode == "error":
+        _refuse_existing(spark, cfg, run_date)
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     photos = read_photos(spark, photos_uri, cfg).cache()
@@ -223,16 +317,18 @@ def run_geotag(
         *err_cols, F.lit(run_id).alias("run_id"), F.lit(run_date).alias("run_date"), "error_stage", "error_reason"
     ).select(*S.RESULTS.names)
 
-    staging = _staging_uri(cfg, run_id)
+    staging = f"{_staging_root(cfg)}/{run_id}"
     t1 = time.monotonic()
-    results.unionByName(input_rows).write.mode("error").parquet(staging)
+    log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
+    results.unionByName(input_rows).write.mode("error").parquet(f"{staging}/results")
     seconds["compute"] = time.monotonic() - t1
-    staged = spark.read.parquet(staging)
+    staged = spark.read.parquet(f"{staging}/results")
     counts = staged.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.when(F.col("error_stage").isNull(), 1).otherwise(0)).alias("predicted"),
         F.sum(F.when(F.col("error_stage").isNotNull(), 1).otherwise(0)).alias("errors"),
         F.sum(F.when(F.col("ranker_skipped"), 1).otherwise(0)).alias("skipped"),
+        F.countDistinct("photo_id").alias("distinct_ids"),
     ).collect()[0]
     predicted, errors = int(counts["predicted"] or 0), int(counts["errors"] or 0)
     if predicted + errors != n_read:
@@ -244,17 +340,14 @@ def run_geotag(
         raise RunError(f"run {run_id}: a photo id has two predictions; nothing was committed")
 
     t2 = time.monotonic()
-    date_str = run_date.isoformat()
-    errors_df = staged.where(F.col("error_stage").isNotNull()).select(
-        "photo_id", "uri", F.col("error_stage").alias("stage"), F.col("error_reason").alias("reason"), "run_id", "run_date"
-    )
-    write.write_partition(errors_df, cfg.resolve(cfg.tables.errors), table="errors", run_date=date_str, mode=mode)
-    preds_df = staged.where(F.col("error_stage").isNull()).select(*S.PREDICTIONS.names)
-    write.write_partition(preds_df, cfg.resolve(cfg.tables.predictions), table="predictions", run_date=date_str, mode=mode)
+    marker = {"run_id": run_id, "run_date": run_date.isoformat(), "mode": mode, "txn_version": txn_version,
+              "read": n_read, "predicted": predicted, "errors": errors}
+    # The marker makes the staged run durable: from here on, a crash is rolled forward by the next run.
+    spark.createDataFrame([(json.dumps(marker),)], "value string").coalesce(1).write.mode("error").text(f"{staging}/_commit")
+    _commit_staged(spark, cfg, staging, marker)
     seconds["write"] = time.monotonic() - t2
-    _remove_staging(staging)
     total = time.monotonic() - t0
-    return {
+    summary: dict[str, Any] = {
         "read": n_read,
         "predicted": predicted,
         "errors": errors,
@@ -263,11 +356,8 @@ def run_geotag(
         "partitions": n_parts,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "photos_per_s": round(n_read / total, 3) if total > 0 else 0.0,
-        "run_date": date_str,
+        "run_date": run_date.isoformat(),
     }
-
-
-def _remove_staging(uri: str) -> None:
-    if "://" not in uri:
-        shutil.rmtree(uri, ignore_errors=True)
-    # On object stores the staging prefix is left for a lifecycle rule (documented in the README).
+    if recovered:
+        summary["recovered_runs"] = recovered
+    return summary

@@ -107,3 +107,35 @@ def test_missing_photos_folder_fails_at_start(spark, tiny_world: Path, tmp_path:
     with pytest.raises(InputError, match="photos not found: expected a Delta/Parquet table, a folder of images or an s3:// prefix at"):
         _run(spark, conf, str(tmp_path / "nope"), "run-x")
     assert not shutil.os.path.exists(load_config(conf).tables.predictions)
+
+
+def test_crash_between_commits_is_rolled_forward(spark, tiny_world: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run that dies after its errors commit and before its predictions commit is finished by
+    the next run's start (roll forward, idempotent Delta txn), never left half-applied."""
+    import georank.spark.geotag as G
+    from georank import write as W
+
+    conf = tiny_conf(tiny_world, tmp_path / "c.yaml")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((tiny_world / "queries").glob("*.jpg"))[:3]:
+        shutil.copy(p, photos / p.name)
+    (photos / "broken.jpg").write_bytes(b"")
+    cfg, _ = _run(spark, conf, str(photos), "run-old")
+    real = W.write_partition
+
+    def dies_on_predictions(df, uri, **kw):  # type: ignore[no-untyped-def]
+        if kw["table"] == "predictions":
+            raise KeyboardInterrupt("simulated crash between the two commits")
+        return real(df, uri, **kw)
+
+    monkeypatch.setattr(G.write, "write_partition", dies_on_predictions)
+    with pytest.raises(KeyboardInterrupt):
+        _run(spark, conf, str(photos), "run-new")
+    monkeypatch.setattr(G.write, "write_partition", real)
+    assert set(read_arrow(cfg.tables.predictions).column("run_id").to_pylist()) == {"run-old"}
+    assert G.recover_pending(spark, cfg) == ["run-new"]
+    assert set(read_arrow(cfg.tables.predictions).column("run_id").to_pylist()) == {"run-new"}
+    assert set(read_arrow(cfg.tables.errors).column("run_id").to_pylist()) == {"run-new"}
+    assert read_arrow(cfg.tables.predictions).num_rows == 3 and read_arrow(cfg.tables.errors).num_rows == 1
+    assert G.recover_pending(spark, cfg) == []  # nothing left; a second recovery is a no-op
