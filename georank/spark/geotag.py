@@ -157,6 +157,63 @@ def _executor_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
+EMBEDDED = pa.schema(
+    [
+        pa.field("photo_id", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("embed_version", pa.string()),
+    ]
+)
+
+
+def _embed_fn(cfg_dict: dict[str, Any]):  # type: ignore[no-untyped-def]
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Runs on executors (sharded placement): DECODED batches -> (photo_id, embedding, embed_version)."""
+        from georank.pipeline import embed_photos
+
+        cfg = validate_config(cfg_dict, source="config shipped to executor")
+        _bind_gpu(cfg)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            emb, version = embed_photos(table, cfg)
+            yield pa.RecordBatch.from_arrays(
+                [
+                    table.column("photo_id").combine_chunks(),
+                    pa.array(list(emb), type=pa.list_(pa.float32())),
+                    pa.array([version] * table.num_rows, type=pa.string()),
+                ],
+                schema=EMBEDDED,
+            )
+
+    return run
+
+
+def _rank_fn(cfg_dict: dict[str, Any], run_id: str, run_date: dt.date):  # type: ignore[no-untyped-def]
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Runs on executors (sharded placement): DECODED + NEIGHBOURS + embed_version rows -> RESULTS."""
+        from georank.pipeline import RunInfo, rank_and_decide
+
+        cfg = validate_config(cfg_dict, source="config shipped to executor")
+        _bind_gpu(cfg)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            decoded = table.select(S.DECODED.names)
+            neighbours = table.select(S.NEIGHBOURS.names)
+            for version in set(table.column("embed_version").to_pylist()):
+                import pyarrow.compute as pc
+
+                keep = pc.equal(table.column("embed_version"), version)
+                yield from rank_and_decide(
+                    decoded.filter(keep), neighbours.filter(keep), cfg, RunInfo(run_id, run_date), embed_version=version
+                ).to_batches()
+
+    return run
+
+
 def _bind_gpu(cfg: GeorankConfig) -> None:
     """On executors: use the GPU Spark assigned to this task (stage-level scheduling)."""
     if not cfg.spark.gpu.enabled:
@@ -254,6 +311,41 @@ def recover_pending(spark: "SparkSession", cfg: GeorankConfig) -> list[str]:
     return rolled
 
 
+def _sharded_results(
+    decoded: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run_id: str, run_date: dt.date, profile: Any
+) -> "DataFrame":
+    """RESULTS for ``index.placement: sharded``: embed stage, shard-wise search with an exact
+    merge (:func:`georank.spark.retrieve.retrieve_neighbours`), then the rank stage."""
+    from pyspark.sql import functions as F
+
+    from georank.spark.retrieve import retrieve_neighbours
+
+    ok = decoded.where(F.col("error_stage").isNull())
+    failed = decoded.where(F.col("error_stage").isNotNull()).select(
+        "photo_id",
+        "uri",
+        *[
+            F.lit(None).cast(f.dataType).alias(f.name)
+            for f in S.spark_schema(S.RESULTS)
+            if f.name not in ("photo_id", "uri", "run_id", "run_date", "error_stage", "error_reason")
+        ],
+        F.lit(run_id).alias("run_id"),
+        F.lit(run_date).alias("run_date"),
+        "error_stage",
+        "error_reason",
+    )
+    embedded = ok.mapInArrow(_embed_fn(cfg_dict), S.spark_schema(EMBEDDED), profile=profile).cache()
+    embedded.count()  # embed once: the search and the join below both read it
+    neighbours = retrieve_neighbours(embedded.select("photo_id", "embedding"), cfg=cfg)
+    joined = (
+        ok.join(neighbours, "photo_id")
+        .join(embedded.select("photo_id", "embed_version"), "photo_id")
+        .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
+    )
+    ranked = joined.mapInArrow(_rank_fn(cfg_dict, run_id, run_date), S.spark_schema(S.RESULTS), profile=profile)
+    return ranked.unionByName(failed)
+
+
 def _refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date) -> None:
     from georank.errors import WriteError
 
@@ -305,9 +397,12 @@ def run_geotag(
     profile = gpu_profile(cfg)
     if profile is not None:
         decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
-    results = decoded.mapInArrow(
-        _geotag_fn(cfg_dict, run_id, run_date), S.spark_schema(S.RESULTS), profile=profile
-    )
+    if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
+        results = decoded.mapInArrow(
+            _geotag_fn(cfg_dict, run_id, run_date), S.spark_schema(S.RESULTS), profile=profile
+        )
+    else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
+        results = _sharded_results(decoded.cache(), cfg, cfg_dict, run_id, run_date, profile)
     err_cols = [
         F.col("photo_id"),
         F.col("uri"),

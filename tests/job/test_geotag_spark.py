@@ -139,3 +139,19 @@ def test_crash_between_commits_is_rolled_forward(spark, tiny_world: Path, tmp_pa
     assert set(read_arrow(cfg.tables.errors).column("run_id").to_pylist()) == {"run-new"}
     assert read_arrow(cfg.tables.predictions).num_rows == 3 and read_arrow(cfg.tables.errors).num_rows == 1
     assert G.recover_pending(spark, cfg) == []  # nothing left; a second recovery is a no-op
+
+
+def test_sharded_placement_predicts_the_same_as_replicated(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """index.placement=sharded (embed stage, queries x shards, exact merge, rank stage) gives the
+    same predictions as every executor holding all shards."""
+    queries = str(tiny_world / "queries")
+    rep_cfg, rep = _run(spark, tiny_conf(tiny_world, tmp_path / "rep.yaml"), queries, "run-rep")
+    sh_cfg, sh = _run(spark, tiny_conf(tiny_world, tmp_path / "sh.yaml", index={"placement": "sharded"}), queries, "run-sh")
+    assert (sh["read"], sh["predicted"], sh["ranker_skipped"]) == (rep["read"], rep["predicted"], rep["ranker_skipped"])
+    key = lambda r: r["photo_id"]  # noqa: E731
+    a = sorted(read_arrow(rep_cfg.tables.predictions).to_pylist(), key=key)
+    b = sorted(read_arrow(sh_cfg.tables.predictions).to_pylist(), key=key)
+    for x, y in zip(a, b, strict=True):
+        assert (x["photo_id"], x["lat_deg"], x["lon_deg"]) == (y["photo_id"], y["lat_deg"], y["lon_deg"])
+        assert [c["gallery_id"] for c in x["top_candidates"]] == [c["gallery_id"] for c in y["top_candidates"]]
+        assert x["confidence"] == pytest.approx(y["confidence"], abs=1e-5)
