@@ -54,10 +54,10 @@ def decode_image(data: bytes, cfg: DecodeConfig) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise PhotoError("decode", f"truncated or corrupt image data ({exc})") from None
     try:
-        img = ImageOps.exif_transpose(img) or img
+        upright: Image.Image = ImageOps.exif_transpose(img) or img
     except Exception as exc:  # a broken EXIF block must not cost the photo  # noqa: BLE001
         raise PhotoError("decode", f"unreadable EXIF orientation ({exc})") from None
-    rgb = to_rgb(img)
+    rgb = to_rgb(upright)
     w, h = rgb.size
     if min(w, h) < cfg.min_side_px:
         raise PhotoError("decode", f"image is {w}x{h} pixels; the shorter side must be at least {cfg.min_side_px}")

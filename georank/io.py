@@ -8,13 +8,14 @@ can write an error row instead of crashing the task. Runs on executors.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from georank.config import S3Config
 from georank.errors import PhotoError
 
 
-def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: object | None = None) -> bytes:
+def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: Any | None = None) -> bytes:
     """The bytes at ``uri``. ``client`` is a boto3 S3 client to reuse (one per partition)."""
     if uri.startswith(("s3://", "s3a://")):
         return _read_s3(uri, s3, max_bytes=max_bytes, client=client)
@@ -34,7 +35,7 @@ def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: 
         raise PhotoError("read", f"could not read {path}: {exc.strerror or exc}") from None
 
 
-def _read_s3(uri: str, s3: S3Config, *, max_bytes: int | None, client: object | None) -> bytes:
+def _read_s3(uri: str, s3: S3Config, *, max_bytes: int | None, client: Any | None) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from georank.artifacts import s3_client, split_s3
@@ -42,7 +43,7 @@ def _read_s3(uri: str, s3: S3Config, *, max_bytes: int | None, client: object | 
     bucket, key = split_s3(uri)
     c = client if client is not None else s3_client(s3)
     try:
-        obj = c.get_object(Bucket=bucket, Key=key)  # type: ignore[attr-defined]
+        obj = c.get_object(Bucket=bucket, Key=key)
         size = int(obj.get("ContentLength", 0))
         if max_bytes is not None and size > max_bytes:
             raise PhotoError("read", f"object is {size} bytes, over the limit of {max_bytes} (decode.max_bytes)")

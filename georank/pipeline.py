@@ -193,7 +193,11 @@ def rank_and_decide(
             images.append(img)
         if not usable:
             out.append(
-                {**common, "error_stage": "rank", "error_reason": "no usable candidate: every neighbour's gallery image failed to load"}
+                {
+                    **common,
+                    "error_stage": "rank",
+                    "error_reason": "no usable candidate: every neighbour's gallery image failed to load",
+                }
             )
             continue
         to_rank.append((common, pc, usable, images))

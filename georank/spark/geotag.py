@@ -24,8 +24,9 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
@@ -100,7 +101,13 @@ def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame",
         "uri",
         F.lit("input").alias("error_stage"),
         F.when(null_id, F.lit("the input row has no photo id"))
-        .otherwise(F.concat(F.lit("duplicate photo id: the row with uri "), F.coalesce(F.col("_first_uri"), F.lit("(inline bytes)")), F.lit(" is processed instead")))
+        .otherwise(
+            F.concat(
+                F.lit("duplicate photo id: the row with uri "),
+                F.coalesce(F.col("_first_uri"), F.lit("(inline bytes)")),
+                F.lit(" is processed instead"),
+            )
+        )
         .alias("error_reason"),
     )
     good = ranked.where(~null_id & (F.col("_n") == 1)).select("photo_id", "uri", "image_bytes")
@@ -256,7 +263,7 @@ def _staging_root(cfg: GeorankConfig) -> str:
 
 def _fs(spark: "SparkSession", uri: str):  # type: ignore[no-untyped-def]
     """(Hadoop FileSystem, Path) for ``uri``: the same code serves local folders and s3a://."""
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path  # type: ignore[attr-defined]
 
@@ -275,7 +282,9 @@ def _commit_staged(spark: "SparkSession", cfg: GeorankConfig, staging: str, mark
     write.write_partition(errors_df, cfg.resolve(cfg.tables.errors), table="errors", run_date=date_str, mode=mode, txn=txn)
     preds_df = staged.where(F.col("error_stage").isNull()).select(*S.PREDICTIONS.names)
     log.info("run %s: committing predictions", marker["run_id"])
-    write.write_partition(preds_df, cfg.resolve(cfg.tables.predictions), table="predictions", run_date=date_str, mode=mode, txn=txn)
+    write.write_partition(
+        preds_df, cfg.resolve(cfg.tables.predictions), table="predictions", run_date=date_str, mode=mode, txn=txn
+    )
     fs, path = _fs(spark, staging)
     fs.delete(path, True)
     log.info("run %s: committed", marker["run_id"])
@@ -296,7 +305,10 @@ def recover_pending(spark: "SparkSession", cfg: GeorankConfig) -> list[str]:
         run_dir = status.getPath().toString()
         _, marker_path = _fs(spark, f"{run_dir}/_commit/_SUCCESS")
         if fs.exists(marker_path):
-            marker = json.loads(spark.read.text(f"{run_dir}/_commit").first()[0])
+            first = spark.read.text(f"{run_dir}/_commit").first()
+            if first is None:
+                raise RunError(f"staged run {run_dir}: its commit marker is empty")
+            marker = json.loads(first[0])
             pending.append((int(marker["txn_version"]), run_dir, marker))
         else:
             log.warning("dropping the staging of run %s: it crashed before its results were complete", run_dir)
@@ -311,6 +323,22 @@ def recover_pending(spark: "SparkSession", cfg: GeorankConfig) -> list[str]:
     return rolled
 
 
+def _as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataFrame":
+    """RESULTS rows (prediction columns null) from a frame of photo_id, uri, error_stage, error_reason."""
+    from pyspark.sql import functions as F
+
+    own = {"photo_id", "uri", "run_id", "run_date", "error_stage", "error_reason"}
+    return df.select(
+        "photo_id",
+        "uri",
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in S.spark_schema(S.RESULTS) if f.name not in own],
+        F.lit(run_id).alias("run_id"),
+        F.lit(run_date).alias("run_date"),
+        "error_stage",
+        "error_reason",
+    ).select(*S.RESULTS.names)
+
+
 def _sharded_results(
     decoded: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run_id: str, run_date: dt.date, profile: Any
 ) -> "DataFrame":
@@ -321,19 +349,7 @@ def _sharded_results(
     from georank.spark.retrieve import retrieve_neighbours
 
     ok = decoded.where(F.col("error_stage").isNull())
-    failed = decoded.where(F.col("error_stage").isNotNull()).select(
-        "photo_id",
-        "uri",
-        *[
-            F.lit(None).cast(f.dataType).alias(f.name)
-            for f in S.spark_schema(S.RESULTS)
-            if f.name not in ("photo_id", "uri", "run_id", "run_date", "error_stage", "error_reason")
-        ],
-        F.lit(run_id).alias("run_id"),
-        F.lit(run_date).alias("run_date"),
-        "error_stage",
-        "error_reason",
-    )
+    failed = _as_error_results(decoded.where(F.col("error_stage").isNotNull()), run_id, run_date)
     embedded = ok.mapInArrow(_embed_fn(cfg_dict), S.spark_schema(EMBEDDED), profile=profile).cache()
     embedded.count()  # embed once: the search and the join below both read it
     neighbours = retrieve_neighbours(embedded.select("photo_id", "embedding"), cfg=cfg)
@@ -403,14 +419,7 @@ def run_geotag(
         )
     else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
         results = _sharded_results(decoded.cache(), cfg, cfg_dict, run_id, run_date, profile)
-    err_cols = [
-        F.col("photo_id"),
-        F.col("uri"),
-        *[F.lit(None).cast(f.dataType).alias(f.name) for f in S.spark_schema(S.RESULTS) if f.name not in ("photo_id", "uri", "run_id", "run_date", "error_stage", "error_reason")],
-    ]
-    input_rows = input_errors.select(
-        *err_cols, F.lit(run_id).alias("run_id"), F.lit(run_date).alias("run_date"), "error_stage", "error_reason"
-    ).select(*S.RESULTS.names)
+    input_rows = _as_error_results(input_errors, run_id, run_date)
 
     staging = f"{_staging_root(cfg)}/{run_id}"
     t1 = time.monotonic()
