@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,13 +88,13 @@ class Embedder:
     def __init__(
         self,
         *,
-        vision: "torch.nn.Module",
-        heads: "list[torch.nn.Module]",
-        processor: object,
+        vision: torch.nn.Module,
+        heads: list[torch.nn.Module],
+        processor: Any,
         kind: str,
         batch_size: int,
         device: str,
-        dtype: "torch.dtype",
+        dtype: torch.dtype,
         version: str,
         projection_dim: int,
     ) -> None:
@@ -108,7 +109,7 @@ class Embedder:
         self.projection_dim = projection_dim
         self.dim = projection_dim * (1 + len(heads))
 
-    def embed(self, images: "Sequence[Image.Image]") -> np.ndarray:
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embeddings of RGB images, ``(n, dim) float32``, each part L2-normalised.
 
         Runs on executors (and the driver in tests); batches of ``embed.batch_size``.
@@ -130,7 +131,7 @@ class Embedder:
         return np.concatenate(out, axis=0)
 
 
-def _mlp_head(weights: "dict[str, torch.Tensor]", name: str, projection_dim: int) -> "torch.nn.Module":
+def _mlp_head(weights: dict[str, torch.Tensor], name: str, projection_dim: int) -> torch.nn.Module:
     """``nn.Sequential(Linear(p, h), ReLU, Linear(h, p))`` from the tensors ``{name}.{0,2}.{weight,bias}``."""
     import torch
 
@@ -156,7 +157,7 @@ def _mlp_head(weights: "dict[str, torch.Tensor]", name: str, projection_dim: int
     return head
 
 
-def load_heads(path: Path, projection_dim: int) -> "list[torch.nn.Module]":
+def load_heads(path: Path, projection_dim: int) -> list[torch.nn.Module]:
     """The image-text and image-GPS heads from a safetensors file.
 
     Keys are matched by suffix (``vision_projection_else_1.0.weight`` ...), so a whole G3
@@ -169,7 +170,7 @@ def load_heads(path: Path, projection_dim: int) -> "list[torch.nn.Module]":
         raw = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - a broken file must say which file
         raise CheckpointError(f"G3 heads file {path} is not a readable safetensors file: {exc}") from None
-    found: dict[str, "torch.Tensor"] = {}
+    found: dict[str, torch.Tensor] = {}
     for want in HEAD_TENSORS:
         hits = [k for k in raw if k == want or k.endswith("." + want)]
         if len(hits) != 1:
@@ -184,7 +185,7 @@ def load_heads(path: Path, projection_dim: int) -> "list[torch.nn.Module]":
     return [_mlp_head(found, name, projection_dim) for name in HEAD_NAMES]
 
 
-def _image_processor(model_dir: Path, image_size: int) -> object:
+def _image_processor(model_dir: Path, image_size: int) -> Any:
     from transformers import CLIPImageProcessor
 
     mean, std = CLIP_MEAN, CLIP_STD
@@ -235,9 +236,8 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a CLIPModel dir lists its text tower as "unexpected": checked below
     try:
-        vision, info = CLIPVisionModelWithProjection.from_pretrained(
-            str(model_dir), dtype=dtype, output_loading_info=True
-        )
+        loaded: Any = CLIPVisionModelWithProjection.from_pretrained(str(model_dir), dtype=dtype, output_loading_info=True)
+        vision, info = loaded
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"could not load a CLIP vision model from {model_dir}: {exc}") from None
     finally:
@@ -301,18 +301,15 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0, *, image_size: int = 224
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    vision = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        image_size=image_size, patch_size=32, projection_dim=projection_dim,
-    )
-    text = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        vocab_size=128, max_position_embeddings=32, projection_dim=projection_dim,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    vision = {**tower, "image_size": image_size, "patch_size": 32, "projection_dim": projection_dim}
+    text = {
+        **tower, "vocab_size": 128, "max_position_embeddings": 32, "projection_dim": projection_dim,
+        "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+    }
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)).eval()
     model.save_pretrained(str(out))
-    _image_processor(out, image_size).save_pretrained(str(out))  # type: ignore[attr-defined]
+    _image_processor(out, image_size).save_pretrained(str(out))
     gen = torch.Generator().manual_seed(seed + 1)
     heads: dict[str, torch.Tensor] = {}
     p = projection_dim
@@ -326,4 +323,4 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0, *, image_size: int = 224
     return out
 
 
-__all__ = ["Embedder", "load_embedder", "get_embedder", "build_tiny_clip", "checkpoint_version", "load_heads"]
+__all__ = ["Embedder", "build_tiny_clip", "checkpoint_version", "get_embedder", "load_embedder", "load_heads"]

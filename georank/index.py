@@ -38,9 +38,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -113,7 +114,7 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, source: str = "manifest") -> "Manifest":
+    def from_dict(cls, d: dict[str, Any], *, source: str = "manifest") -> Manifest:
         """Parse and check a manifest; :class:`GalleryIndexError` says what is wrong."""
         if d.get("format") != FORMAT:
             raise GalleryIndexError(f"{source}: expected format {FORMAT!r}, got {d.get('format')!r}")
@@ -165,7 +166,7 @@ def _is_s3(uri: str) -> bool:
 
 
 def _local(uri: str) -> Path:
-    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    return Path(uri.removeprefix("file://"))
 
 
 def _read_text(uri: str, s3: S3Config) -> str:
@@ -250,7 +251,7 @@ def empty_index(dim: int, cfg: IndexConfig, train_vectors: np.ndarray | None = N
     import faiss
 
     if cfg.type == "flat":
-        return faiss.index_factory(dim, "IDMap,Flat", faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, factory_string(cfg), faiss.METRIC_INNER_PRODUCT)
     if dim % cfg.pq_m:
         raise GalleryIndexError(
             f"index.pq_m={cfg.pq_m} must divide the embedding dim {dim}; "
@@ -263,9 +264,14 @@ def empty_index(dim: int, cfg: IndexConfig, train_vectors: np.ndarray | None = N
             f"index.type=ivfpq needs at least max(index.nlist, 2**index.pq_bits) = {need} training vectors, "
             f"got {got}; lower index.nlist / index.pq_bits, or use index.type=flat for a small gallery"
         )
-    index = faiss.index_factory(dim, f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_bits}", faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(dim, factory_string(cfg), faiss.METRIC_INNER_PRODUCT)
     index.train(np.ascontiguousarray(train_vectors, dtype=np.float32))
     return index
+
+
+def factory_string(cfg: IndexConfig) -> str:
+    """The FAISS ``index_factory`` description of one shard (metric: inner product)."""
+    return "IDMap,Flat" if cfg.type == "flat" else f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_bits}"
 
 
 def serialize(index: Any) -> bytes:
@@ -546,7 +552,22 @@ def prepare_gallery_batch(batch: pa.RecordBatch, cfg: GeorankConfig, *, n_shards
 
 
 __all__ = [
-    "Manifest", "ShardEntry", "read_manifest", "write_manifest", "make_manifest", "build_index", "write_shard",
-    "empty_index", "serialize", "shard_of", "train_size", "check_writable", "new_index_version",
-    "prepare_gallery_batch", "embeddings_matrix", "join_uri", "sha256_file",
+    "Manifest",
+    "ShardEntry",
+    "build_index",
+    "check_writable",
+    "embeddings_matrix",
+    "empty_index",
+    "factory_string",
+    "join_uri",
+    "make_manifest",
+    "new_index_version",
+    "prepare_gallery_batch",
+    "read_manifest",
+    "serialize",
+    "sha256_file",
+    "shard_of",
+    "train_size",
+    "write_manifest",
+    "write_shard",
 ]

@@ -24,8 +24,9 @@ placements live in :mod:`georank.spark.retrieve`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,13 @@ import pyarrow.parquet as pq
 from georank import schema as S
 from georank.config import GeorankConfig, S3Config
 from georank.errors import GalleryIndexError
-from georank.index import META_VERSION_KEY, Manifest, join_uri, read_manifest, sha256_file
+from georank.index import (
+    META_VERSION_KEY,
+    Manifest,
+    join_uri,
+    read_manifest,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,7 @@ class Neighbours:
         )
 
     @classmethod
-    def from_batch(cls, batch: pa.RecordBatch | pa.Table) -> "Neighbours":
+    def from_batch(cls, batch: pa.RecordBatch | pa.Table) -> Neighbours:
         """Inverse of :meth:`to_batch` (every row must have the same k)."""
         q = batch.num_rows
 
@@ -145,8 +152,8 @@ def merge_neighbours(parts: Sequence[Neighbours], k: int, *, ntotal: int | None 
     flat_ids = np.concatenate([p.gallery_id for p in padded], axis=1)  # (q, s*k)
     lat_all = np.concatenate([p.lat_deg for p in padded], axis=1)
     lon_all = np.concatenate([p.lon_deg for p in padded], axis=1)
-    desc_all = [sum((p.description[r] for p in padded), []) for r in range(q)]
-    uri_all = [sum((p.image_uri[r] for p in padded), []) for r in range(q)]
+    desc_all = [[d for p in padded for d in p.description[r]] for r in range(q)]
+    uri_all = [[u for p in padded for u in p.image_uri[r]] for r in range(q)]
     src = np.empty((q, k), dtype=np.int64)
     for r in range(q):
         order = np.argsort(flat_ids[r], kind="stable")
@@ -379,6 +386,13 @@ def search(cfg: GeorankConfig, queries: np.ndarray, *, k: int | None = None, man
 
 
 __all__ = [
-    "Neighbours", "Shard", "GalleryIndex", "merge_neighbours", "open_shard", "open_index", "get_shard",
-    "get_index", "search",
+    "GalleryIndex",
+    "Neighbours",
+    "Shard",
+    "get_index",
+    "get_shard",
+    "merge_neighbours",
+    "open_index",
+    "open_shard",
+    "search",
 ]

@@ -21,7 +21,8 @@ import hashlib
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +50,7 @@ _ENTRY = pa.schema(
 _REQUIRED = ("gallery_id", "lat_deg", "lon_deg")
 
 
-def read_gallery(spark: "SparkSession", uri: str, *, gallery_version: str | None = None) -> tuple["DataFrame", str]:
+def read_gallery(spark: SparkSession, uri: str, *, gallery_version: str | None = None) -> tuple[DataFrame, str]:
     """The gallery as a DataFrame with the schema.GALLERY columns, and its version.
 
     A Delta table is read at its latest version, pinned (``versionAsOf``) so the embeddings
@@ -129,7 +130,7 @@ def _build_shard(cfg_d: dict[str, Any], template_bc: Any, root: str, version: st
     return run
 
 
-def _train_sample(ok: "DataFrame", cfg: GeorankConfig, n: int, dim: int) -> np.ndarray | None:
+def _train_sample(ok: DataFrame, cfg: GeorankConfig, n: int, dim: int) -> np.ndarray | None:
     from georank.index import embeddings_matrix, train_size
 
     if cfg.index.type != "ivfpq":
@@ -141,7 +142,7 @@ def _train_sample(ok: "DataFrame", cfg: GeorankConfig, n: int, dim: int) -> np.n
 
 
 def run_build_index(
-    spark: "SparkSession",
+    spark: SparkSession,
     cfg: GeorankConfig,
     *,
     gallery_uri: str | None = None,
@@ -160,13 +161,20 @@ def run_build_index(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from georank.index import check_writable, empty_index, make_manifest, new_index_version, serialize
-    from georank.index import write_manifest, write_shard
+    from georank.index import (
+        check_writable,
+        empty_index,
+        make_manifest,
+        new_index_version,
+        serialize,
+        write_manifest,
+        write_shard,
+    )
     from georank.spark.geotag import gpu_profile
 
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
-    run_date = run_date or dt.datetime.now(dt.timezone.utc).date()
+    run_date = run_date or dt.datetime.now(dt.UTC).date()
     gallery_uri = cfg.resolve(gallery_uri or cfg.tables.gallery)
     index_uri = cfg.resolve(cfg.index.uri)
     n_shards = cfg.index.shards
@@ -280,4 +288,4 @@ def run_build_index(
     }
 
 
-__all__ = ["run_build_index", "read_gallery"]
+__all__ = ["read_gallery", "run_build_index"]

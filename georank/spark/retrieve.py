@@ -22,7 +22,8 @@ once; closures capture only plain values (the config and manifest as dicts).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +42,7 @@ _PER_SHARD = pa.schema([S.NEIGHBOURS.field(n) for n in S.NEIGHBOURS.names] + [pa
 
 
 def retrieve_neighbours(
-    df: "DataFrame",
+    df: DataFrame,
     *,
     cfg: GeorankConfig,
     manifest: Manifest | None = None,
@@ -49,7 +50,7 @@ def retrieve_neighbours(
     id_col: str = "photo_id",
     embedding_col: str = "embedding",
     placement: str | None = None,
-) -> "DataFrame":
+) -> DataFrame:
     """Top-k gallery neighbours of each query row of ``df`` (``id_col`` string, ``embedding_col``
     list<float>, no nulls), as a schema.NEIGHBOURS DataFrame (one row per query).
 
@@ -99,7 +100,7 @@ def _replicated(cfg_d: dict[str, Any], m_d: dict[str, Any], k: int) -> Callable[
     return search_batches
 
 
-def _sharded(queries: "DataFrame", cfg_d: dict[str, Any], m: Manifest, k: int) -> "DataFrame":
+def _sharded(queries: DataFrame, cfg_d: dict[str, Any], m: Manifest, k: int) -> DataFrame:
     from pyspark.sql import functions as F
 
     from georank.schema import spark_schema

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from georank import resources
 from georank.config import EmbedConfig, S3Config, validate_config
 from georank.embed import TINY_HEADS_FILE, build_tiny_clip, get_embedder, load_embedder
 from georank.errors import CheckpointError, ConfigError
-from georank import resources
 
 S3 = S3Config()
 

@@ -6,13 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from retrieve_helpers import exact_reference, queries, tiny_gallery
 
 from georank.config import IndexConfig, S3Config
 from georank.errors import GalleryIndexError
 from georank.index import build_index, read_manifest
 from georank.retrieve import Neighbours, merge_neighbours, open_index
-
-from retrieve_helpers import exact_reference, queries, tiny_gallery
 
 S3 = S3Config()
 K = 20

@@ -1,0 +1,145 @@
+"""Search cost against gallery size: exact IndexFlatIP vs IVF-PQ, and recall@20 of IVF-PQ.
+
+    .venv/bin/python benchmarks/bench_index.py [--sizes 10000 100000 1000000] [--dim 768]
+        [--queries 200] [--nlist 1024] [--pq-m 64] [--nprobe 32 128] [--data iid|clustered]
+
+Indexes are made by georank.index.empty_index (the same FAISS factory strings and
+training-sample rule as the index job: ``IDMap,Flat`` and ``IVF{nlist},PQ{m}x8``, inner
+product), from unit vectors generated chunk by chunk from a seeded stream, so no copy of
+the gallery is held beside the flat index. Times are wall-clock on this machine, the best
+of ``--repeat`` runs, for one batch of ``--queries`` queries (FAISS uses all cores it
+sees); ratios between rows of one run are what to read, not absolute figures.
+
+``iid`` data (standard normal, normalised) has no cluster structure: it is the worst case
+for IVF, whose recall on real embeddings is higher. ``clustered`` draws vectors around
+random centres (a rough stand-in for real galleries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from georank.config import IndexConfig
+from georank.index import empty_index, factory_string, train_size
+
+CHUNK = 50_000
+K = 20
+
+
+def vectors(n: int, dim: int, *, data: str, seed: int, start: int = 0) -> np.ndarray:
+    """Rows ``[start, start + n)`` of the seeded gallery stream, ``(n, dim) float32`` unit rows."""
+    out = []
+    for c0 in range(start - start % CHUNK, start + n, CHUNK):
+        rng = np.random.default_rng([seed, c0])
+        x = rng.standard_normal((CHUNK, dim), dtype=np.float32)
+        if data == "clustered":
+            centres = np.random.default_rng([seed, -1]).standard_normal((1000, dim), dtype=np.float32)
+            x = centres[rng.integers(0, 1000, CHUNK)] + 0.6 * x
+        lo, hi = max(start, c0) - c0, min(start + n, c0 + CHUNK) - c0
+        out.append(x[lo:hi])
+    x = np.concatenate(out)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x)
+
+
+def rows_of(pick: np.ndarray, n: int, dim: int, *, data: str, seed: int) -> np.ndarray:
+    """The gallery rows at sorted positions ``pick``, one chunk generated at a time."""
+    out = []
+    for s in range(0, n, CHUNK):
+        sel = pick[(pick >= s) & (pick < s + CHUNK)] - s
+        if len(sel):
+            out.append(vectors(min(CHUNK, n - s), dim, data=data, seed=seed, start=s)[sel])
+    return np.concatenate(out)
+
+
+def fill(index, n: int, dim: int, *, data: str, seed: int) -> float:  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    for s in range(0, n, CHUNK):
+        m = min(CHUNK, n - s)
+        index.add_with_ids(vectors(m, dim, data=data, seed=seed, start=s), np.arange(s, s + m, dtype=np.int64) * 7 + 3)
+    return time.perf_counter() - t
+
+
+def timed_search(index, q: np.ndarray, repeat: int) -> tuple[float, np.ndarray]:  # type: ignore[no-untyped-def]
+    best, ids = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        _, ids = index.search(q, K)
+        best = min(best, time.perf_counter() - t)
+    return best, ids  # type: ignore[return-value]
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--nlist", type=int, default=1024)
+    p.add_argument("--pq-m", type=int, default=64)
+    p.add_argument("--nprobe", type=int, nargs="+", default=[32, 128])
+    p.add_argument("--data", choices=["iid", "clustered"], default="iid")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--train-points", type=int, default=0, help="IVF-PQ training sample (0: the index job's rule)")
+    p.add_argument("--ivf-max-n", type=int, default=10**12, help="build IVF-PQ only up to this gallery size")
+    p.add_argument("--niter", type=int, default=0, help="k-means iterations for IVF and PQ (0: FAISS defaults)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    import faiss
+
+    print(f"# bench_index: dim {a.dim}, {a.queries} queries, k={K}, data {a.data}, faiss {faiss.__version__}, "
+          f"{faiss.omp_get_max_threads()} threads, nlist {a.nlist}, train points "
+          f"{a.train_points or 'job rule'}, k-means iterations {a.niter or 'faiss default'}", flush=True)
+    header = f"{'n':>9} {'index':<22} {'build s':>8} {'MB':>8} {'search ms/q':>12} {'vs flat':>8} {'recall@20':>9}"
+    print(header)
+    print("-" * len(header), flush=True)
+    q = vectors(a.queries, a.dim, data=a.data, seed=a.seed + 1)
+    for n in a.sizes:
+        flat_cfg = IndexConfig(type="flat")
+        flat = empty_index(a.dim, flat_cfg)
+        build = fill(flat, n, a.dim, data=a.data, seed=a.seed)
+        flat_s, truth = timed_search(flat, q, a.repeat)
+        mb = n * a.dim * 4 / 1e6
+        print(f"{n:>9} {'flat (exact)':<22} {build:>8.1f} {mb:>8.0f} {1e3 * flat_s / a.queries:>12.3f} {1.0:>8.2f} {1.0:>9.3f}", flush=True)
+        del flat
+        if n > a.ivf_max_n:
+            print(f"{n:>9} {'ivfpq':<22} skipped: n > --ivf-max-n {a.ivf_max_n}", flush=True)
+            continue
+        cfg = IndexConfig(type="ivfpq", nlist=a.nlist, pq_m=a.pq_m, pq_bits=8)
+        t = time.perf_counter()
+        t_n = min(n, a.train_points) if a.train_points else train_size(cfg, n)
+        pick = np.sort(np.random.default_rng(a.seed).choice(n, size=t_n, replace=False))
+        train = rows_of(pick, n, a.dim, data=a.data, seed=a.seed)
+        if a.train_points or a.niter:  # reduced training (say so in the report)
+            ivf = faiss.index_factory(a.dim, factory_string(cfg), faiss.METRIC_INNER_PRODUCT)
+            if a.niter:
+                ivf.cp.niter = a.niter
+                ivf.pq.cp.niter = a.niter
+            ivf.train(train)
+        else:
+            ivf = empty_index(a.dim, cfg, train)  # exactly what the index job does
+        del train
+        build = time.perf_counter() - t + fill(ivf, n, a.dim, data=a.data, seed=a.seed)
+        mb = len(faiss.serialize_index(ivf)) / 1e6
+        for nprobe in a.nprobe:
+            faiss.extract_index_ivf(ivf).nprobe = nprobe
+            s, found = timed_search(ivf, q, a.repeat)
+            name = f"ivfpq {a.nlist},PQ{a.pq_m} np={nprobe}"
+            print(f"{n:>9} {name:<22} {build:>8.1f} {mb:>8.0f} {1e3 * s / a.queries:>12.3f} {s / flat_s:>8.2f} "
+                  f"{recall_at_k(found, truth):>9.3f}", flush=True)
+            build = 0.0  # built once, shown on its first row
+        del ivf
+
+
+if __name__ == "__main__":
+    main()
