@@ -236,7 +236,9 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a CLIPModel dir lists its text tower as "unexpected": checked below
     try:
-        loaded: Any = CLIPVisionModelWithProjection.from_pretrained(str(model_dir), dtype=dtype, output_loading_info=True)
+        loaded: Any = CLIPVisionModelWithProjection.from_pretrained(
+            str(model_dir), dtype=dtype, output_loading_info=True, use_safetensors=True, local_files_only=True
+        )
         vision, info = loaded
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"could not load a CLIP vision model from {model_dir}: {exc}") from None
