@@ -54,6 +54,11 @@ def spark_conf(cfg: GeorankConfig) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.path.style.access"] = str(cfg.s3.path_style).lower()
         conf["spark.hadoop.fs.s3a.endpoint.region"] = cfg.s3.region
         # Credentials: the default AWS chain (env, profile, instance role); never in config.
+    if cfg.spark.gpu.enabled:
+        # Executors offer GPUs; the accelerator stage's ResourceProfile asks each task for one.
+        # On standalone the worker's own discovery (spark.worker.resource.gpu.*) assigns them.
+        conf["spark.executor.resource.gpu.amount"] = str(cfg.spark.gpu.executor_amount)
+        conf["spark.executor.resource.gpu.discoveryScript"] = cfg.resolve(cfg.spark.gpu.discovery_script)
     conf.update(cfg.spark.conf)
     return conf
 
@@ -61,19 +66,23 @@ def spark_conf(cfg: GeorankConfig) -> dict[str, str]:
 def get_spark(cfg: GeorankConfig):  # type: ignore[no-untyped-def]
     """The SparkSession for ``cfg`` (reused if one is active).
 
-    Under ``spark-submit`` the master and jars given on the command line win; run
+    Under ``spark-submit`` the master, jars and ``--conf`` settings given on the command line win; run
     directly (tests, notebooks) the config's ``spark.master`` is used.
     """
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Under spark-submit: connect to its JVM first, or SparkConf() below is an empty
+        # Python-side dict and the config's master would silently replace --master.
+        SparkContext._ensure_initialized()  # type: ignore[attr-defined]
     submitted = SparkConf()  # holds what spark-submit set (spark.master, spark.jars)
     builder = SparkSession.builder
     for key, value in spark_conf(cfg).items():
-        if key in ("spark.jars", "spark.app.name") and submitted.contains(key):
+        if submitted.contains(key):  # spark-submit's --conf/--jars/--name win over the config
             continue
         builder = builder.config(key, value)
     if not submitted.contains("spark.master"):
