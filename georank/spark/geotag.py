@@ -19,12 +19,14 @@ Shape of a run::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +37,7 @@ from georank import write
 from georank.config import GeorankConfig, validate_config
 from georank.errors import InputError, RunError
 from georank.io import list_images, photo_id_from_uri
+from georank.pipeline import decode_photos
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -117,39 +120,92 @@ def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame",
 # ----------------------------------------------------------------------------- executor closures
 
 
-def _decode_fn(cfg_dict: dict[str, Any]):  # type: ignore[no-untyped-def]
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Runs on executors: PHOTOS batches -> DECODED batches."""
-        from georank.pipeline import decode_photos
+def _on_executors(
+    cfg_dict: dict[str, Any],
+    step: Callable[[pa.Table, GeorankConfig], pa.Table],
+    *,
+    accelerator: bool,
+    whole_partition: bool = False,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function of one stage: rebuild the config from plain values, bind the
+    task's GPU in accelerator stages, and run ``step`` (a core function) on each Arrow batch, or
+    once on the whole partition. Captures only plain values and a module-level function."""
 
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _executor_logging()
         cfg = validate_config(cfg_dict, source="config shipped to executor")
-        for batch in batches:
-            yield from decode_photos(batch, cfg).to_batches()
+        if accelerator:
+            _bind_gpu(cfg)
+        tables: Iterator[pa.Table] = (pa.Table.from_batches([b]) for b in batches)
+        if whole_partition:
+            parts = list(tables)
+            tables = iter([pa.concat_tables(parts)] if parts else [])
+        for table in tables:
+            if table.num_rows == 0:
+                continue
+            started = time.monotonic()
+            out = step(table, cfg)
+            if accelerator:
+                _maybe_kill_worker()
+            if accelerator:
+                log.info("%s: %d photos in %.1f s", getattr(step, "__name__", "step"), table.num_rows, time.monotonic() - started)
+            yield from out.to_batches()
 
     return run
 
 
-def _geotag_fn(cfg_dict: dict[str, Any], run_id: str, run_date: dt.date):  # type: ignore[no-untyped-def]
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Runs on executors: DECODED batches of one partition -> RESULTS batches."""
-        from georank.pipeline import RunInfo, geotag_partition
+def _geotag_step(run_id: str, run_date: dt.date) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    from georank.pipeline import RunInfo, geotag_partition
 
-        _executor_logging()
-        cfg = validate_config(cfg_dict, source="config shipped to executor")
-        _bind_gpu(cfg)
-        tables = [pa.Table.from_batches([b]) for b in batches]
-        if not tables:
-            return
-        decoded = pa.concat_tables(tables)
-        if decoded.num_rows == 0:
-            return
-        started = time.monotonic()
-        result = geotag_partition(decoded, cfg, RunInfo(run_id=run_id, run_date=run_date))
-        log.info("geotagged %d photos in %.1f s", decoded.num_rows, time.monotonic() - started)
-        yield from result.to_batches()
+    def geotag(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
+        return geotag_partition(decoded, cfg, RunInfo(run_id=run_id, run_date=run_date))
 
-    return run
+    return geotag
+
+
+def _embed_step(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
+    """Sharded placement: DECODED -> EMBEDDED (photo_id, embedding, embed_version)."""
+    from georank.pipeline import embed_photos
+
+    emb, version = embed_photos(decoded, cfg)
+    return pa.Table.from_arrays(
+        [
+            decoded.column("photo_id").combine_chunks(),
+            pa.array(list(emb), type=pa.list_(pa.float32())),
+            pa.array([version] * decoded.num_rows, type=pa.string()),
+        ],
+        schema=EMBEDDED,
+    )
+
+
+def _rank_step(run_id: str, run_date: dt.date) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    from georank.pipeline import RunInfo, rank_and_decide
+
+    def rank(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
+        """Sharded placement: DECODED + NEIGHBOURS + embed_version rows -> RESULTS."""
+        import pyarrow.compute as pc
+
+        parts = []
+        for version in sorted(set(table.column("embed_version").to_pylist())):
+            rows = table.filter(pc.equal(table.column("embed_version"), version))
+            parts.append(
+                rank_and_decide(
+                    rows.select(S.DECODED.names), rows.select(S.NEIGHBOURS.names), cfg, RunInfo(run_id, run_date),
+                    embed_version=version,
+                )
+            )
+        return pa.concat_tables(parts)
+
+    return rank
+
+
+EMBEDDED = pa.schema(
+    [
+        pa.field("photo_id", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("embed_version", pa.string()),
+    ]
+)
 
 
 def _executor_logging() -> None:
@@ -162,63 +218,6 @@ def _executor_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-
-
-EMBEDDED = pa.schema(
-    [
-        pa.field("photo_id", pa.string(), nullable=False),
-        pa.field("embedding", pa.list_(pa.float32())),
-        pa.field("embed_version", pa.string()),
-    ]
-)
-
-
-def _embed_fn(cfg_dict: dict[str, Any]):  # type: ignore[no-untyped-def]
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Runs on executors (sharded placement): DECODED batches -> (photo_id, embedding, embed_version)."""
-        from georank.pipeline import embed_photos
-
-        cfg = validate_config(cfg_dict, source="config shipped to executor")
-        _bind_gpu(cfg)
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            table = pa.Table.from_batches([batch])
-            emb, version = embed_photos(table, cfg)
-            yield pa.RecordBatch.from_arrays(
-                [
-                    table.column("photo_id").combine_chunks(),
-                    pa.array(list(emb), type=pa.list_(pa.float32())),
-                    pa.array([version] * table.num_rows, type=pa.string()),
-                ],
-                schema=EMBEDDED,
-            )
-
-    return run
-
-
-def _rank_fn(cfg_dict: dict[str, Any], run_id: str, run_date: dt.date):  # type: ignore[no-untyped-def]
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Runs on executors (sharded placement): DECODED + NEIGHBOURS + embed_version rows -> RESULTS."""
-        from georank.pipeline import RunInfo, rank_and_decide
-
-        cfg = validate_config(cfg_dict, source="config shipped to executor")
-        _bind_gpu(cfg)
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            table = pa.Table.from_batches([batch])
-            decoded = table.select(S.DECODED.names)
-            neighbours = table.select(S.NEIGHBOURS.names)
-            for version in set(table.column("embed_version").to_pylist()):
-                import pyarrow.compute as pc
-
-                keep = pc.equal(table.column("embed_version"), version)
-                yield from rank_and_decide(
-                    decoded.filter(keep), neighbours.filter(keep), cfg, RunInfo(run_id, run_date), embed_version=version
-                ).to_batches()
-
-    return run
 
 
 def _bind_gpu(cfg: GeorankConfig) -> None:
@@ -249,7 +248,46 @@ def gpu_profile(cfg: GeorankConfig):  # type: ignore[no-untyped-def]
     return ResourceProfileBuilder().require(treq).build
 
 
+# Fault injection for the reliability tests, off unless this variable is set in the Python
+# workers' environment: "kill-worker-once" ends the Python worker of the accelerator task of
+# partition 0 with os._exit, mid-task, on its first attempt only, so that Spark's retry can be
+# shown to give the same output as an undisturbed run (tests/reliability/test_crash_and_rerun.py).
+FAULT_ENV = "GEORANK_FAULT_INJECT"
+
+
+def _maybe_kill_worker() -> None:
+    import os
+
+    if os.environ.get(FAULT_ENV) != "kill-worker-once":
+        return
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is not None and ctx.partitionId() == 0 and ctx.attemptNumber() == 0:
+        log.warning("fault injection (%s=kill-worker-once): ending this Python worker mid-task", FAULT_ENV)
+        os._exit(17)
+
+
 # ----------------------------------------------------------------------------- driver
+
+
+@contextlib.contextmanager
+def _executor_errors() -> Iterator[None]:
+    """Re-raise a georank error that an executor raised (a checkpoint that does not fit, an index
+    from another embedder, ...) on the driver as itself: its class and message, not a Py4J
+    stack trace. Spark forwards the Python worker's traceback in the exception text."""
+    import georank.errors as E
+
+    try:
+        yield
+    except E.GeorankError:
+        raise
+    except Exception as exc:
+        for name, message in reversed(re.findall(r"georank\.errors\.(\w+Error): (.+)", str(exc))):
+            cls = getattr(E, name, None)
+            if isinstance(cls, type) and issubclass(cls, E.GeorankError) and cls is not E.PhotoError:
+                raise cls(f"{message.strip()} (raised on an executor; the run stopped, nothing was committed)") from None
+        raise
 
 
 TXN_APP_ID = "georank-geotag"  # Delta txnAppId of the nightly job's commits
@@ -350,7 +388,9 @@ def _sharded_results(
 
     ok = decoded.where(F.col("error_stage").isNull())
     failed = _as_error_results(decoded.where(F.col("error_stage").isNotNull()), run_id, run_date)
-    embedded = ok.mapInArrow(_embed_fn(cfg_dict), S.spark_schema(EMBEDDED), profile=profile).cache()
+    embedded = ok.mapInArrow(
+        _on_executors(cfg_dict, _embed_step, accelerator=True), S.spark_schema(EMBEDDED), profile=profile
+    ).cache()
     embedded.count()  # embed once: the search and the join below both read it
     neighbours = retrieve_neighbours(embedded.select("photo_id", "embedding"), cfg=cfg)
     joined = (
@@ -358,7 +398,9 @@ def _sharded_results(
         .join(embedded.select("photo_id", "embed_version"), "photo_id")
         .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
     )
-    ranked = joined.mapInArrow(_rank_fn(cfg_dict, run_id, run_date), S.spark_schema(S.RESULTS), profile=profile)
+    ranked = joined.mapInArrow(
+        _on_executors(cfg_dict, _rank_step(run_id, run_date), accelerator=True), S.spark_schema(S.RESULTS), profile=profile
+    )
     return ranked.unionByName(failed)
 
 
@@ -393,6 +435,9 @@ def run_geotag(
     from georank.candidates import check_sources
 
     check_sources(cfg)
+    from georank.index import read_manifest
+
+    read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)  # an unreadable or foreign manifest stops the run here
     txn_version = time.time_ns() // 1_000_000  # orders this run's commits after every earlier run's
     recovered = recover_pending(spark, cfg)
     if mode == "error":
@@ -408,23 +453,30 @@ def run_geotag(
 
     cfg_dict = cfg.model_dump()
     n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.input.photos_per_partition))
-    decoded = good.repartition(n_parts).mapInArrow(_decode_fn(cfg_dict), S.spark_schema(S.DECODED))
+    # Arrow batches of at most input.photos_per_batch rows: executors hold one batch of pixels at a time.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)))
+    decoded = good.repartition(n_parts).mapInArrow(
+        _on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
+    )
     profile = gpu_profile(cfg)
     if profile is not None:
         decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
     if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
         results = decoded.mapInArrow(
-            _geotag_fn(cfg_dict, run_id, run_date), S.spark_schema(S.RESULTS), profile=profile
+            _on_executors(cfg_dict, _geotag_step(run_id, run_date), accelerator=True),
+            S.spark_schema(S.RESULTS),
+            profile=profile,
         )
     else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
-        results = _sharded_results(decoded.cache(), cfg, cfg_dict, run_id, run_date, profile)
+        with _executor_errors():
+            results = _sharded_results(decoded.cache(), cfg, cfg_dict, run_id, run_date, profile)
     input_rows = _as_error_results(input_errors, run_id, run_date)
 
     staging = f"{_staging_root(cfg)}/{run_id}"
     t1 = time.monotonic()
     log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
-    results.unionByName(input_rows).write.mode("error").parquet(f"{staging}/results")
+    with _executor_errors():
+        results.unionByName(input_rows).write.mode("error").parquet(f"{staging}/results")
     seconds["compute"] = time.monotonic() - t1
     staged = spark.read.parquet(f"{staging}/results")
     counts = staged.agg(
