@@ -58,6 +58,9 @@ def run_job(
 ) -> int:
     """Parse, load config, run ``main``, print the summary line; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # spark-submit merges the driver's stderr into its stdout, and py4j logs "Closing down
+    # clientserver connection" at exit, after the summary: keep the summary the last line.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     parser = base_parser(job)
     if add_args is not None:
         add_args(parser)
