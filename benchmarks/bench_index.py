@@ -40,7 +40,7 @@ def vectors(n: int, dim: int, *, data: str, seed: int, start: int = 0) -> np.nda
         rng = np.random.default_rng([seed, c0])
         x = rng.standard_normal((CHUNK, dim), dtype=np.float32)
         if data == "clustered":
-            centres = np.random.default_rng([seed, -1]).standard_normal((1000, dim), dtype=np.float32)
+            centres = np.random.default_rng([0, 2**31]).standard_normal((1000, dim), dtype=np.float32)
             x = centres[rng.integers(0, 1000, CHUNK)] + 0.6 * x
         lo, hi = max(start, c0) - c0, min(start + n, c0 + CHUNK) - c0
         out.append(x[lo:hi])
