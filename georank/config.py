@@ -78,6 +78,9 @@ class InputConfig(_Section):
 
     photos: str = "demo/queries"  # a Delta/Parquet table, a folder of images or s3://bucket/prefix
     photos_per_partition: int = Field(64, ge=1)
+    # Photos per Arrow batch through decode and geotag: a task holds one batch of decoded pixels
+    # at a time, so its memory is bounded whatever the partition size.
+    photos_per_batch: int = Field(32, ge=1)
     duplicate_ids: Literal["error_row", "fail"] = "error_row"  # what a repeated photo id becomes
 
 

@@ -49,6 +49,7 @@ def decode_photos(photos: pa.Table | pa.RecordBatch, cfg: GeorankConfig) -> pa.T
     A photo that cannot be read or decoded keeps its row with ``error_stage`` and
     ``error_reason`` set; one S3 client serves the whole batch.
     """
+    log.info("decoding %d photos", photos.num_rows)
     client = None
     out: dict[str, list[Any]] = {name: [] for name in S.DECODED.names}
     for row in photos.to_pylist():
@@ -103,13 +104,29 @@ def embed_photos(decoded: pa.Table, cfg: GeorankConfig) -> tuple[np.ndarray, str
     return embedder.embed(_images(decoded)), embedder.version
 
 
-def search_neighbours(photo_ids: list[str], emb: np.ndarray, cfg: GeorankConfig) -> pa.Table:
-    """NEIGHBOURS of each query: top ``retrieve.k`` over every shard held by this worker."""
+def search_neighbours(
+    photo_ids: list[str], emb: np.ndarray, cfg: GeorankConfig, *, embed_version: str | None = None
+) -> pa.Table:
+    """NEIGHBOURS of each query: top ``retrieve.k`` over every shard held by this worker.
+
+    ``embed_version``: the queries' embedder version; an index whose gallery was embedded by
+    another embedder is refused (its neighbours would be meaningless), naming both versions.
+    """
+    from georank.errors import GalleryIndexError
+    from georank.index import read_manifest
     from georank.retrieve import search
 
     if len(photo_ids) == 0:
         return S.NEIGHBOURS.empty_table()
-    return pa.Table.from_batches([search(cfg, emb, k=cfg.retrieve.k).to_batch(photo_ids)])
+    root = cfg.resolve(cfg.index.uri)
+    manifest = read_manifest(root, cfg.s3)
+    if embed_version is not None and manifest.embed_version != embed_version:
+        raise GalleryIndexError(
+            f"index {root} (version {manifest.index_version}) was built from gallery embeddings of embedder "
+            f"{manifest.embed_version}, but the queries are embedded by {embed_version} ({cfg.embed.model_uri}); "
+            "expected the same embedder: rebuild the index (jobs/build_index.py) or set embed.* to the gallery's embedder"
+        )
+    return pa.Table.from_batches([search(cfg, emb, k=cfg.retrieve.k, manifest=manifest).to_batch(photo_ids)])
 
 
 # ----------------------------------------------------------------------------- rank + decide
@@ -232,6 +249,8 @@ def rank_and_decide(
             )
 
     rows_by_id = {r["photo_id"]: i for i, r in enumerate(rows)}
+    if to_rank:
+        log.info("ranking %d of %d photos (the others: skip rule or no usable candidate)", len(to_rank), len(rows))
     step = cfg.rank.photos_per_batch
     for start in range(0, len(to_rank), step):
         flush(to_rank[start : start + step])
@@ -271,7 +290,7 @@ def geotag_partition(decoded: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa.
     if good.num_rows:
         emb, embed_version = embed_photos(good, cfg)
         ids = good.column("photo_id").to_pylist()
-        neighbours = search_neighbours(ids, emb, cfg)
+        neighbours = search_neighbours(ids, emb, cfg, embed_version=embed_version)
         parts.append(rank_and_decide(good, neighbours, cfg, run, embed_version=embed_version))
     if not parts:
         return S.RESULTS.empty_table()
