@@ -63,6 +63,24 @@ with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
 tmp.replace(out)
 PY
 
+# No --master given: the config's spark.master (spark-submit would otherwise impose local[*],
+# and the job honours whatever master spark-submit sets).
+master_given=0
+for o in "${submit_opts[@]}"; do case "$o" in --master|--master=*|spark.master=*) master_given=1 ;; esac; done
+if [ "$master_given" = 0 ]; then
+  cfg_master="$("$py" - "${job_args[@]}" <<'PY'
+import argparse, sys
+from georank.config import load_config
+p = argparse.ArgumentParser(add_help=False)
+p.add_argument("--conf")
+p.add_argument("--set", action="append", default=[])
+a, _ = p.parse_known_args(sys.argv[1:])
+print(load_config(a.conf, a.set).spark.master)
+PY
+)" || exit 2
+  submit_opts=(--master "$cfg_master" "${submit_opts[@]}")
+fi
+
 executor_py="${GEORANK_EXECUTOR_PYTHON:-$py}"
 export PYSPARK_PYTHON="$executor_py" PYSPARK_DRIVER_PYTHON="$py"
 cd "$root"
