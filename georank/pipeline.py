@@ -34,10 +34,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Plain values every output row carries (shipped to executors as is)."""
+    """Plain values every output row carries (shipped to executors as is). ``index_manifest`` is the
+    index manifest the driver read at start-up (``Manifest.to_dict()``): every partition of the run
+    searches that one index version, even if a new index is committed meanwhile."""
 
     run_id: str
     run_date: dt.date
+    index_manifest: dict[str, Any] | None = None
 
 
 # ----------------------------------------------------------------------------- decode (CPU stage)
@@ -105,7 +108,12 @@ def embed_photos(decoded: pa.Table, cfg: GeorankConfig) -> tuple[np.ndarray, str
 
 
 def search_neighbours(
-    photo_ids: list[str], emb: np.ndarray, cfg: GeorankConfig, *, embed_version: str | None = None
+    photo_ids: list[str],
+    emb: np.ndarray,
+    cfg: GeorankConfig,
+    *,
+    embed_version: str | None = None,
+    manifest_dict: dict[str, Any] | None = None,
 ) -> pa.Table:
     """NEIGHBOURS of each query: top ``retrieve.k`` over every shard held by this worker.
 
@@ -113,13 +121,13 @@ def search_neighbours(
     another embedder is refused (its neighbours would be meaningless), naming both versions.
     """
     from georank.errors import GalleryIndexError
-    from georank.index import read_manifest
+    from georank.index import Manifest, read_manifest
     from georank.retrieve import search
 
     if len(photo_ids) == 0:
         return S.NEIGHBOURS.empty_table()
     root = cfg.resolve(cfg.index.uri)
-    manifest = read_manifest(root, cfg.s3)
+    manifest = Manifest.from_dict(manifest_dict) if manifest_dict is not None else read_manifest(root, cfg.s3)
     if embed_version is not None and manifest.embed_version != embed_version:
         raise GalleryIndexError(
             f"index {root} (version {manifest.index_version}) was built from gallery embeddings of embedder "
@@ -290,7 +298,7 @@ def geotag_partition(decoded: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa.
     if good.num_rows:
         emb, embed_version = embed_photos(good, cfg)
         ids = good.column("photo_id").to_pylist()
-        neighbours = search_neighbours(ids, emb, cfg, embed_version=embed_version)
+        neighbours = search_neighbours(ids, emb, cfg, embed_version=embed_version, manifest_dict=run.index_manifest)
         parts.append(rank_and_decide(good, neighbours, cfg, run, embed_version=embed_version))
     if not parts:
         return S.RESULTS.empty_table()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Callable, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MAX_ENTRIES = 4
+MAX_ENTRIES = 16  # bounds memory; sharded placement may cycle one worker through every shard
 _lock = threading.Lock()
 _cache: "OrderedDict[tuple[str, Hashable], object]" = OrderedDict()
 _builds: dict[tuple[str, Hashable], int] = {}

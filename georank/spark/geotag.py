@@ -37,7 +37,7 @@ from georank import write
 from georank.config import GeorankConfig, validate_config
 from georank.errors import InputError, RunError
 from georank.io import list_images, photo_id_from_uri
-from georank.pipeline import decode_photos
+from georank.pipeline import RunInfo, decode_photos
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -154,11 +154,11 @@ def _on_executors(
     return run
 
 
-def _geotag_step(run_id: str, run_date: dt.date) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
-    from georank.pipeline import RunInfo, geotag_partition
+def _geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    from georank.pipeline import geotag_partition
 
     def geotag(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        return geotag_partition(decoded, cfg, RunInfo(run_id=run_id, run_date=run_date))
+        return geotag_partition(decoded, cfg, run)
 
     return geotag
 
@@ -178,8 +178,8 @@ def _embed_step(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
     )
 
 
-def _rank_step(run_id: str, run_date: dt.date) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
-    from georank.pipeline import RunInfo, rank_and_decide
+def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    from georank.pipeline import rank_and_decide
 
     def rank(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
         """Sharded placement: DECODED + NEIGHBOURS + embed_version rows -> RESULTS."""
@@ -190,7 +190,7 @@ def _rank_step(run_id: str, run_date: dt.date) -> Callable[[pa.Table, GeorankCon
             rows = table.filter(pc.equal(table.column("embed_version"), version))
             parts.append(
                 rank_and_decide(
-                    rows.select(S.DECODED.names), rows.select(S.NEIGHBOURS.names), cfg, RunInfo(run_id, run_date),
+                    rows.select(S.DECODED.names), rows.select(S.NEIGHBOURS.names), cfg, run,
                     embed_version=version,
                 )
             )
@@ -378,7 +378,7 @@ def _as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataF
 
 
 def _sharded_results(
-    decoded: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run_id: str, run_date: dt.date, profile: Any
+    decoded: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run: RunInfo, profile: Any
 ) -> "DataFrame":
     """RESULTS for ``index.placement: sharded``: embed stage, shard-wise search with an exact
     merge (:func:`georank.spark.retrieve.retrieve_neighbours`), then the rank stage."""
@@ -387,19 +387,22 @@ def _sharded_results(
     from georank.spark.retrieve import retrieve_neighbours
 
     ok = decoded.where(F.col("error_stage").isNull())
-    failed = _as_error_results(decoded.where(F.col("error_stage").isNotNull()), run_id, run_date)
+    from georank.index import Manifest
+
+    manifest = Manifest.from_dict(run.index_manifest or {})
+    failed = _as_error_results(decoded.where(F.col("error_stage").isNotNull()), run.run_id, run.run_date)
     embedded = ok.mapInArrow(
         _on_executors(cfg_dict, _embed_step, accelerator=True), S.spark_schema(EMBEDDED), profile=profile
     ).cache()
     embedded.count()  # embed once: the search and the join below both read it
-    neighbours = retrieve_neighbours(embedded.select("photo_id", "embedding"), cfg=cfg)
+    neighbours = retrieve_neighbours(embedded.select("photo_id", "embedding"), cfg=cfg, manifest=manifest)
     joined = (
         ok.join(neighbours, "photo_id")
         .join(embedded.select("photo_id", "embed_version"), "photo_id")
         .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
     )
     ranked = joined.mapInArrow(
-        _on_executors(cfg_dict, _rank_step(run_id, run_date), accelerator=True), S.spark_schema(S.RESULTS), profile=profile
+        _on_executors(cfg_dict, _rank_step(run), accelerator=True), S.spark_schema(S.RESULTS), profile=profile
     )
     return ranked.unionByName(failed)
 
@@ -437,7 +440,9 @@ def run_geotag(
     check_sources(cfg)
     from georank.index import read_manifest
 
-    read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)  # an unreadable or foreign manifest stops the run here
+    # An unreadable or foreign manifest stops the run here; every partition then searches this version.
+    manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
+    run = RunInfo(run_id=run_id, run_date=run_date, index_manifest=manifest.to_dict())
     txn_version = time.time_ns() // 1_000_000  # orders this run's commits after every earlier run's
     recovered = recover_pending(spark, cfg)
     if mode == "error":
@@ -463,13 +468,13 @@ def run_geotag(
         decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
     if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
         results = decoded.mapInArrow(
-            _on_executors(cfg_dict, _geotag_step(run_id, run_date), accelerator=True),
+            _on_executors(cfg_dict, _geotag_step(run), accelerator=True),
             S.spark_schema(S.RESULTS),
             profile=profile,
         )
     else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
         with _executor_errors():
-            results = _sharded_results(decoded.cache(), cfg, cfg_dict, run_id, run_date, profile)
+            results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile)
     input_rows = _as_error_results(input_errors, run_id, run_date)
 
     staging = f"{_staging_root(cfg)}/{run_id}"
