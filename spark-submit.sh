@@ -43,7 +43,7 @@ py="$root/.venv/bin/python"
 [ -x "$py" ] || die "no virtual environment at .venv: run ./scripts/setup.sh"
 
 # Fail fast on a bad config or --set, before a JVM starts.
-"$py" -m georank.cli "${job_args[@]}" || exit 2
+"$py" -m georank.cli --job "$(basename "$job" .py)" "${job_args[@]}" || exit 2
 
 spark_home="$("$py" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
 jars="$(ls -1 "$root"/jars/delta/*.jar 2>/dev/null | paste -sd, -)"

@@ -20,7 +20,8 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from georank.config import GeorankConfig, load_config
 from georank.errors import ConfigError, GeorankError, SetupError
@@ -97,16 +98,21 @@ def run_job(
 
 
 def check_config_main(argv: list[str] | None = None) -> int:
-    """``python -m georank.cli --conf X [--set k=v]``: validate a config and exit (used by spark-submit.sh
-    to fail in a second, before a JVM starts)."""
+    """``python -m georank.cli --job NAME --conf X [--set k=v]``: validate a config and exit. Used by
+    spark-submit.sh to fail in a second, before a JVM starts; on failure it prints the message on
+    stderr and, like every job, one JSON summary line on stdout."""
     p = argparse.ArgumentParser(prog="georank-check-config")
-    p.add_argument("--conf", required=True)
+    p.add_argument("--job", default="unknown")
+    p.add_argument("--conf")
     p.add_argument("--set", action="append", default=[])
     args, _ = p.parse_known_args(argv)
     try:
+        if not args.conf:
+            raise ConfigError("no --conf given: expected --conf PATH, e.g. --conf conf/local.yaml")
         load_config(args.conf, args.set)
     except ConfigError as exc:
         sys.stderr.write(f"georank: {exc}\n")
+        _emit({"job": args.job, "status": "failed", "error": f"ConfigError: {exc}"})
         return EXIT_USAGE
     return EXIT_OK
 

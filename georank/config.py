@@ -62,6 +62,9 @@ class TablesConfig(_Section):
     gallery: str = "warehouse/gallery"
     gallery_embeddings: str = "warehouse/gallery_embeddings"
     gallery_errors: str = "warehouse/gallery_errors"
+    # A run's staging folder without a commit marker is dropped by a later run's start only once it
+    # is this old (it may belong to a run still computing); marked ones are rolled forward at once.
+    staging_ttl_hours: float = Field(6.0, ge=0)
 
 
 class S3Config(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -31,6 +32,8 @@ def test_bad_set_fails_before_spark_starts() -> None:
     assert r.returncode == 2
     assert "georank: unknown config key 'rank.max_pixel' in conf/local.yaml with --set rank.max_pixel=3; valid keys under rank:" in r.stderr
     assert "SparkContext" not in r.stderr  # no JVM was started
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["job"] == "geotag" and summary["status"] == "failed" and "rank.max_pixel" in summary["error"]
 
 
 def test_bad_set_value_and_form() -> None:

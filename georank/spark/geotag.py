@@ -330,8 +330,9 @@ def _commit_staged(spark: "SparkSession", cfg: GeorankConfig, staging: str, mark
 
 def recover_pending(spark: "SparkSession", cfg: GeorankConfig) -> list[str]:
     """Finish the commits of runs that crashed after staging was complete (roll forward), oldest
-    first, and drop staging folders of runs that crashed before it was. Returns the run ids
-    rolled forward. Called at the start of every geotag run."""
+    first, and drop staging folders of runs that stopped before it was, once they are older than
+    ``tables.staging_ttl_hours`` (a younger one may belong to a run still computing). Returns the
+    run ids rolled forward. Called at the start of every geotag run."""
     import json
 
     root = _staging_root(cfg)
@@ -349,8 +350,13 @@ def recover_pending(spark: "SparkSession", cfg: GeorankConfig) -> list[str]:
             marker = json.loads(first[0])
             pending.append((int(marker["txn_version"]), run_dir, marker))
         else:
-            log.warning("dropping the staging of run %s: it crashed before its results were complete", run_dir)
-            fs.delete(status.getPath(), True)
+            age_h = (time.time() * 1000 - status.getModificationTime()) / 3_600_000
+            if age_h >= cfg.tables.staging_ttl_hours:
+                log.warning("dropping the staging of run %s: it stopped before its results were complete", run_dir)
+                fs.delete(status.getPath(), True)
+            else:
+                log.info("leaving the staging of run %s: %.2f h old, it may still be running "
+                         "(dropped after tables.staging_ttl_hours)", run_dir, age_h)
     rolled = []
     for _, run_dir, marker in sorted(pending, key=lambda p: p[0]):
         log.warning("run %s crashed while committing: rolling its commits forward", marker["run_id"])
@@ -459,7 +465,8 @@ def run_geotag(
     cfg_dict = cfg.model_dump()
     n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
     # Arrow batches of at most input.photos_per_batch rows: executors hold one batch of pixels at a time.
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)))
+    batch_rows = min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
     decoded = good.repartition(n_parts).mapInArrow(
         _on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
     )

@@ -21,11 +21,15 @@ log = logging.getLogger(__name__)
 SETUP_HINT = "run ./scripts/setup.sh (it resolves them from Maven Central with mvn)"
 
 
+def _uses_s3a(cfg: GeorankConfig) -> bool:
+    """True when a table URI in the config is ``s3a://`` (then the S3A jars are needed)."""
+    return any(isinstance(u, str) and u.startswith("s3a://") for u in cfg.tables.model_dump().values())
+
+
 def jar_paths(cfg: GeorankConfig) -> list[str]:
     """The jars the session needs: Delta always, S3A when a table URI is ``s3a://``."""
     dirs = [("Delta", cfg.resolve(cfg.spark.jars_dir), SETUP_HINT)]
-    uris = list(cfg.tables.model_dump().values())
-    if any(u.startswith("s3a://") for u in uris):
+    if _uses_s3a(cfg):
         dirs.append(("S3A", cfg.resolve(cfg.spark.s3a_jars_dir), "run ./scripts/setup.sh --s3a"))
     jars: list[str] = []
     for what, d, hint in dirs:
@@ -48,7 +52,7 @@ def spark_conf(cfg: GeorankConfig) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
     }
-    if any(u.startswith("s3a://") for u in cfg.tables.model_dump().values()):
+    if _uses_s3a(cfg):
         if cfg.s3.endpoint_url:
             conf["spark.hadoop.fs.s3a.endpoint"] = cfg.s3.endpoint_url
         conf["spark.hadoop.fs.s3a.path.style.access"] = str(cfg.s3.path_style).lower()

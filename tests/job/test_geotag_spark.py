@@ -155,3 +155,24 @@ def test_sharded_placement_predicts_the_same_as_replicated(spark, tiny_world: Pa
         assert (x["photo_id"], x["lat_deg"], x["lon_deg"]) == (y["photo_id"], y["lat_deg"], y["lon_deg"])
         assert [c["gallery_id"] for c in x["top_candidates"]] == [c["gallery_id"] for c in y["top_candidates"]]
         assert x["confidence"] == pytest.approx(y["confidence"], abs=1e-5)
+
+
+def test_unmarked_staging_is_dropped_only_when_stale(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A staging folder without a commit marker may belong to a run still computing: a later run's
+    start leaves it until it is older than tables.staging_ttl_hours."""
+    import os
+    import time
+
+    import georank.spark.geotag as G
+
+    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", tables={"staging_ttl_hours": 1})
+    cfg = load_config(conf)
+    root = Path(G._staging_root(cfg))
+    young, old = root / "run-young" / "results", root / "run-old" / "results"
+    for d in (young, old):
+        d.mkdir(parents=True)
+        (d / "part-0.parquet").write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old.parent, (two_hours_ago, two_hours_ago))
+    assert G.recover_pending(spark, cfg) == []
+    assert young.parent.exists() and not old.parent.exists()

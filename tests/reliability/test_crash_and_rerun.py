@@ -129,7 +129,8 @@ def world(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         (photos / p.name).write_bytes(p.read_bytes())
     (photos / "empty.jpg").write_bytes(b"")
     conf = tiny_conf(tiny_world, tmp / "c.yaml", input={"photos_per_partition": 2, "photos_per_batch": 1},
-                     skip={"enabled": False}, spark={"master": "local[2,3]"})
+                     skip={"enabled": False}, spark={"master": "local[2,3]"},
+                     tables={"staging_ttl_hours": 0})  # runs here are sequential: drop a killed run's staging at once
     tables_dir = tmp / "c-tables"
     tables = {"predictions": str(tables_dir / "predictions"), "errors": str(tables_dir / "errors")}
     return {"tmp": tmp, "photos": photos, "conf": conf, "tables": tables, "tables_dir": tables_dir, "runs": {}}
