@@ -15,8 +15,9 @@ Runs on executors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from georank.config import GeorankConfig
 from georank.errors import ConfigError
