@@ -77,10 +77,9 @@ def build_gallery_index(cfg: GeorankConfig, gallery: pa.Table, *, gallery_versio
     return {"index_version": manifest.index_version, "embedded": ok.num_rows, "errors": prepared.num_rows - ok.num_rows}
 
 
-def ensure_demo(cfg: GeorankConfig) -> dict[str, Any]:
-    """Demo world + tiny models + gallery index, each built only when missing. Returns what was built."""
+def ensure_demo_inputs(cfg: GeorankConfig) -> tuple[Any, dict[str, Any]]:
+    """The demo world and tiny models (not the index): ``(DemoWorld, what was built)``."""
     from georank.demo import build_demo_world
-    from georank.index import read_manifest
 
     root = Path(cfg.resolve(cfg.demo.root))
     world = build_demo_world(
@@ -88,6 +87,14 @@ def ensure_demo(cfg: GeorankConfig) -> dict[str, Any]:
     )
     summary: dict[str, Any] = {"world": world.world_id, "world_built": world.built}
     summary.update(ensure_demo_models(cfg))
+    return world, summary
+
+
+def ensure_demo(cfg: GeorankConfig) -> dict[str, Any]:
+    """Demo world + tiny models + gallery index, each built only when missing. Returns what was built."""
+    from georank.index import read_manifest
+
+    world, summary = ensure_demo_inputs(cfg)
     try:
         stale = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3).gallery_table_version != world.world_id
     except GeorankError:
@@ -97,4 +104,4 @@ def ensure_demo(cfg: GeorankConfig) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["ensure_demo", "ensure_demo_models", "build_gallery_index"]
+__all__ = ["ensure_demo", "ensure_demo_inputs", "ensure_demo_models", "build_gallery_index"]

@@ -28,10 +28,18 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
     from georank.spark.index_job import run_build_index
     from georank.spark.session import get_spark
 
+    gallery_version = None
+    if cfg.demo.ensure:  # the embedded demo: its gallery photos and tiny CLIP are made if missing
+        from georank.demo_setup import ensure_demo_inputs
+
+        world, summary["demo"] = ensure_demo_inputs(cfg)
+        if (args.gallery or cfg.resolve(cfg.tables.gallery)) == str(world.gallery_table):
+            gallery_version = world.world_id
     spark = get_spark(cfg)
     summary.update(
         run_build_index(
-            spark, cfg, gallery_uri=args.gallery, mode=args.mode, run_date=args.run_date, run_id=summary["run_id"]
+            spark, cfg, gallery_uri=args.gallery, mode=args.mode, run_date=args.run_date, run_id=summary["run_id"],
+            gallery_version=gallery_version,
         )
     )
 
