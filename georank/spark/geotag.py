@@ -163,6 +163,18 @@ def _geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     return geotag
 
 
+def _decode_and_geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    """One stage for both steps when no GPU is asked for: one Python worker per task holds the
+    models (two chained mapInArrow stages would give each task two workers, and any of them may
+    end up loading the models)."""
+    from georank.pipeline import geotag_partition
+
+    def decode_and_geotag(photos: pa.Table, cfg: GeorankConfig) -> pa.Table:
+        return geotag_partition(decode_photos(photos, cfg), cfg, run)
+
+    return decode_and_geotag
+
+
 def _embed_step(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
     """Sharded placement: DECODED -> EMBEDDED (photo_id, embedding, embed_version)."""
     from georank.pipeline import embed_photos
@@ -467,21 +479,27 @@ def run_geotag(
     # Arrow batches of at most input.photos_per_batch rows: executors hold one batch of pixels at a time.
     batch_rows = min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
-    decoded = good.repartition(n_parts).mapInArrow(
-        _on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
-    )
     profile = gpu_profile(cfg)
-    if profile is not None:
-        decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
-    if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
-        results = decoded.mapInArrow(
-            _on_executors(cfg_dict, _geotag_step(run), accelerator=True),
-            S.spark_schema(S.RESULTS),
-            profile=profile,
+    photos_parts = good.repartition(n_parts)
+    if profile is None and cfg.index.placement == "replicated":  # CPU only: decode and geotag in one stage
+        results = photos_parts.mapInArrow(
+            _on_executors(cfg_dict, _decode_and_geotag_step(run), accelerator=True), S.spark_schema(S.RESULTS)
         )
-    else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
-        with _executor_errors():
-            results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile)
+    else:
+        decoded = photos_parts.mapInArrow(
+            _on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
+        )
+        if profile is not None:
+            decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
+        if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
+            results = decoded.mapInArrow(
+                _on_executors(cfg_dict, _geotag_step(run), accelerator=True),
+                S.spark_schema(S.RESULTS),
+                profile=profile,
+            )
+        else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
+            with _executor_errors():
+                results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile)
     input_rows = _as_error_results(input_errors, run_id, run_date)
 
     staging = f"{_staging_root(cfg)}/{run_id}"
