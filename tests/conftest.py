@@ -37,7 +37,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
             "spark.master=local[2]",
             "spark.conf={'spark.sql.shuffle.partitions': '2', 'spark.ui.enabled': 'false', "
             f"'spark.sql.warehouse.dir': '{warehouse}', 'spark.driver.memory': '2g', "
-            "'spark.ui.showConsoleProgress': 'false'}",
+            "'spark.ui.showConsoleProgress': 'false', 'spark.databricks.delta.snapshotPartitions': '2'}",
         ],
     )
     session = get_spark(cfg)

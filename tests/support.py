@@ -20,7 +20,12 @@ def tiny_conf(world: Path, out: Path, **sections: dict[str, Any]) -> Path:
     tree: dict[str, Any] = {
         "spark": {
             "master": "local[2]",
-            "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false", "spark.driver.memory": "2g"},
+            "conf": {
+                "spark.sql.shuffle.partitions": "2",
+                "spark.ui.enabled": "false",
+                "spark.driver.memory": "2g",
+                "spark.databricks.delta.snapshotPartitions": "2",
+            },
         },
         "tables": {
             "predictions": str(tables / "predictions"),
