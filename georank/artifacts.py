@@ -29,7 +29,9 @@ def s3_client(s3: S3Config):  # type: ignore[no-untyped-def]
     from botocore.config import Config
 
     addressing = "path" if s3.path_style else "auto"
-    return boto3.client(
+    # A new session resolves the credential chain now: boto3's default session would keep the
+    # first credentials it found for the life of the (long-lived, reused) Python worker.
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=s3.endpoint_url,
         region_name=s3.region,
