@@ -43,6 +43,20 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def _decision(
+    lat: float, lon: float, winner: int, latlon_deg: np.ndarray, weights: np.ndarray, cfg: DecideConfig
+) -> Decision:
+    """The prediction ``(lat, lon)`` with its confidence and spread over ``latlon_deg (n, 2)``."""
+    return Decision(
+        lat_deg=lat,
+        lon_deg=lon,
+        confidence=_confidence(lat, lon, latlon_deg, weights, cfg.confidence_radius_km),
+        spread_km=median_distance_km(lat, lon, latlon_deg, weights),
+        winner=winner,
+        weights=weights,
+    )
+
+
 def _confidence(lat: float, lon: float, latlon_deg: np.ndarray, weights: np.ndarray, radius_km: float) -> float:
     near = distances_km(lat, lon, latlon_deg) < radius_km
     return float(np.clip(weights[near].sum(), 0.0, 1.0))
@@ -54,15 +68,7 @@ def decide(scores: np.ndarray, latlon_deg: np.ndarray, cfg: DecideConfig) -> Dec
         raise ValueError("decide: expected at least one candidate, got 0")
     winner = int(np.argmax(scores))  # first maximum: ties go to the earliest candidate
     lat, lon = float(latlon_deg[winner, 0]), float(latlon_deg[winner, 1])
-    w = softmax(scores)
-    return Decision(
-        lat_deg=lat,
-        lon_deg=lon,
-        confidence=_confidence(lat, lon, latlon_deg, w, cfg.confidence_radius_km),
-        spread_km=median_distance_km(lat, lon, latlon_deg, w),
-        winner=winner,
-        weights=w,
-    )
+    return _decision(lat, lon, winner, np.asarray(latlon_deg, dtype=np.float64), softmax(scores), cfg)
 
 
 def neighbour_spread_km(latlon_deg: np.ndarray, top_k: int) -> float:
@@ -89,11 +95,4 @@ def decide_skipped(latlon_deg: np.ndarray, skip: SkipConfig, cfg: DecideConfig) 
     else:
         lat, lon = float(pts[0, 0]), float(pts[0, 1])
         winner = 0
-    return Decision(
-        lat_deg=lat,
-        lon_deg=lon,
-        confidence=_confidence(lat, lon, pts, w, cfg.confidence_radius_km),
-        spread_km=median_distance_km(lat, lon, pts, w),
-        winner=winner,
-        weights=w,
-    )
+    return _decision(lat, lon, winner, pts, w, cfg)

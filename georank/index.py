@@ -301,6 +301,17 @@ def embeddings_matrix(column: pa.ChunkedArray | pa.Array, dim: int | None = None
     return np.ascontiguousarray(flat.reshape(n, d))
 
 
+def _checked_vectors(ids: np.ndarray, vectors: np.ndarray, *, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``ids (n,)`` int64 and ``vectors (n, d)`` float32, contiguous; unique ids, one vector per id."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise GalleryIndexError(f"{where}expected vectors (n, d) with n = {len(ids)} ids, got shape {vectors.shape}")
+    if len(np.unique(ids)) != len(ids):
+        raise GalleryIndexError(f"{where}expected unique gallery ids, got {len(ids) - len(np.unique(ids))} repeats")
+    return ids, vectors
+
+
 def write_shard(
     *,
     shard: int,
@@ -319,12 +330,7 @@ def write_shard(
     Runs on an executor (one task per shard) or on the driver."""
     import faiss
 
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) != len(ids):
-        raise GalleryIndexError(f"shard {shard}: expected vectors (n, d) with n = {len(ids)} ids, got {vectors.shape}")
-    if len(np.unique(ids)) != len(ids):
-        raise GalleryIndexError(f"shard {shard}: expected unique gallery ids, got {len(ids) - len(np.unique(ids))} repeats")
+    ids, vectors = _checked_vectors(ids, vectors, where=f"shard {shard}: ")
     wrong = ids[shard_of(ids, n_shards) != shard] if len(ids) else ids
     if len(wrong):
         raise GalleryIndexError(f"shard {shard}: got ids that belong to other shards, e.g. {wrong[:3].tolist()}")
@@ -423,12 +429,7 @@ def build_index(
     ``ids (n,) int64`` unique, ``vectors (n, d) float32``, ``meta``: SHARD_META columns, any order.
     """
     check_writable(uri, s3, mode)
-    ids = np.asarray(ids, dtype=np.int64)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) != len(ids):
-        raise GalleryIndexError(f"expected vectors (n, d) for n = {len(ids)} ids, got shape {vectors.shape}")
-    if len(np.unique(ids)) != len(ids):
-        raise GalleryIndexError(f"expected unique gallery ids, got {len(ids) - len(np.unique(ids))} repeats")
+    ids, vectors = _checked_vectors(ids, vectors, where="")
     dim = vectors.shape[1]
     train = None
     if cfg.type == "ivfpq":
