@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pytest
