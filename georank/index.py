@@ -498,7 +498,7 @@ def prepare_gallery_batch(batch: pa.RecordBatch, cfg: GeorankConfig, *, n_shards
     """
     from georank.decode import decode_image
     from georank.embed import get_embedder
-    from georank.io import read_bytes
+    from georank.io import PhotoReader
 
     cols = batch.to_pydict()
     n = batch.num_rows
@@ -506,7 +506,7 @@ def prepare_gallery_batch(batch: pa.RecordBatch, cfg: GeorankConfig, *, n_shards
     reason: list[str | None] = [None] * n
     desc = _descriptions(cols, n)
     images, image_rows = [], []
-    client = None
+    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)
     for i in range(n):
         gid, uri, data = cols["gallery_id"][i], cols["uri"][i], cols["image_bytes"][i]
         why = "gallery_id is null; expected a 64-bit id" if gid is None else _bad_coords(cols["lat_deg"][i], cols["lon_deg"][i])
@@ -516,13 +516,7 @@ def prepare_gallery_batch(batch: pa.RecordBatch, cfg: GeorankConfig, *, n_shards
             stage[i], reason[i] = "input", why
             continue
         try:
-            if data is None:
-                if _is_s3(uri) and client is None:
-                    from georank.artifacts import s3_client
-
-                    client = s3_client(cfg.s3)
-                data = read_bytes(uri, cfg.s3, max_bytes=cfg.decode.max_bytes, client=client)
-            images.append(decode_image(data, cfg.decode))
+            images.append(decode_image(reader.read(uri, data), cfg.decode))
             image_rows.append(i)
         except PhotoError as exc:
             stage[i], reason[i] = exc.stage, exc.reason

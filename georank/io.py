@@ -63,6 +63,28 @@ def _read_s3(uri: str, s3: S3Config, *, max_bytes: int | None, client: Any | Non
         raise PhotoError("read", f"could not reach S3 for {uri}: {exc.__class__.__name__}") from None
 
 
+class PhotoReader:
+    """Reads photo bytes for one batch (inline bytes, a local path or ``s3://``), creating at most
+    one S3 client, lazily: the one place the decode stage, the ranker's candidate images and the
+    gallery build read images. Runs on executors."""
+
+    def __init__(self, s3: S3Config, *, max_bytes: int | None = None) -> None:
+        self._s3, self._max_bytes = s3, max_bytes
+        self._client: Any | None = None
+
+    def read(self, uri: str | None, data: bytes | None = None) -> bytes:
+        """``data`` when given, else the bytes at ``uri``; PhotoError("read", ...) when neither works."""
+        if data is not None:
+            return data
+        if not uri:
+            raise PhotoError("read", "the input row has neither image bytes nor a URI")
+        if uri.startswith(("s3://", "s3a://")) and self._client is None:
+            from georank.artifacts import s3_client
+
+            self._client = s3_client(self._s3)
+        return read_bytes(uri, self._s3, max_bytes=self._max_bytes, client=self._client)
+
+
 def list_images(folder: str, s3: S3Config) -> list[str]:
     """URIs of the image files in a local folder or under an ``s3://`` prefix, sorted.
 
@@ -94,4 +116,4 @@ def photo_id_from_uri(uri: str) -> str:
     return stem or name
 
 
-__all__ = ["read_bytes", "list_images", "photo_id_from_uri"]
+__all__ = ["PhotoReader", "read_bytes", "list_images", "photo_id_from_uri"]

@@ -27,7 +27,7 @@ from georank.config import GeorankConfig
 from georank.decide import decide, decide_skipped, should_skip
 from georank.decode import decode_image, rgb_from_bytes, rgb_to_bytes
 from georank.errors import PhotoError
-from georank.io import read_bytes
+from georank.io import PhotoReader
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +53,13 @@ def decode_photos(photos: pa.Table | pa.RecordBatch, cfg: GeorankConfig) -> pa.T
     ``error_reason`` set; one S3 client serves the whole batch.
     """
     log.info("decoding %d photos", photos.num_rows)
-    client = None
+    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)
     out: dict[str, list[Any]] = {name: [] for name in S.DECODED.names}
     for row in photos.to_pylist():
         uri, data = row.get("uri"), row.get("image_bytes")
         rgb = width = height = stage = reason = None
         try:
-            if data is None:
-                if not uri:
-                    raise PhotoError("read", "the input row has neither image bytes nor a URI")
-                if uri.startswith(("s3://", "s3a://")) and client is None:
-                    from georank.artifacts import s3_client
-
-                    client = s3_client(cfg.s3)
-                data = read_bytes(uri, cfg.s3, max_bytes=cfg.decode.max_bytes, client=client)
-            rgb, width, height = rgb_to_bytes(decode_image(data, cfg.decode))
+            rgb, width, height = rgb_to_bytes(decode_image(reader.read(uri, data), cfg.decode))
         except PhotoError as err:
             stage, reason = err.stage, err.reason
         out["photo_id"].append(row["photo_id"])
@@ -140,12 +132,12 @@ def search_neighbours(
 # ----------------------------------------------------------------------------- rank + decide
 
 
-def _candidate_image(uri: str | None, cfg: GeorankConfig, cache: dict[str, Any]) -> Any:
+def _candidate_image(uri: str | None, cfg: GeorankConfig, cache: dict[str, Any], reader: PhotoReader) -> Any:
     if not uri:
         return None
     if uri not in cache:
         try:
-            cache[uri] = decode_image(read_bytes(uri, cfg.s3, max_bytes=cfg.decode.max_bytes), cfg.decode)
+            cache[uri] = decode_image(reader.read(uri), cfg.decode)
         except PhotoError as err:
             log.warning("gallery image %s unusable (%s): the candidate is dropped", uri, err)
             cache[uri] = None
@@ -180,6 +172,7 @@ def rank_and_decide(
     out: list[dict[str, Any]] = []
     to_rank: list[tuple[dict[str, Any], PhotoCandidates, list[Any], list[Any]]] = []
     image_cache: dict[str, Any] = {}
+    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)  # one S3 client for every candidate image
     base = {
         "model_version": scorer.model_version,
         "adapter_version": scorer.adapter_version,
@@ -211,7 +204,7 @@ def rank_and_decide(
             continue
         usable, images = [], []
         for c in pc.candidates:
-            img = _candidate_image(c.image_uri, cfg, image_cache) if c.source == "retrieved" else None
+            img = _candidate_image(c.image_uri, cfg, image_cache, reader) if c.source == "retrieved" else None
             if c.source == "retrieved" and img is None:
                 continue
             usable.append(c)
