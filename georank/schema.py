@@ -118,6 +118,11 @@ PREDICTIONS = pa.schema(
         ),
         _f("ranker_skipped", pa.bool_(), "True when the neighbours agreed and the ranker was not run"),
         _f("n_candidates", pa.int32(), "How many candidates were considered"),
+        _f(
+            "n_candidates_dropped",
+            pa.int32(),
+            "Retrieved candidates left out because their gallery image could not be read, decoded or sized for the ranker",
+        ),
         _f("top_candidates", pa.list_(CANDIDATE_STRUCT), "Best candidates, best first, with scores and sources"),
         _f("model_version", pa.string(), "Ranker base model version"),
         _f("adapter_version", pa.string(), "Ranker LoRA adapter version"),
