@@ -3,7 +3,9 @@
 The share of ALL benchmark rows whose prediction lies strictly closer than each
 threshold (WGS-84 geodesic). A photo without a prediction (an error row, a null
 coordinate) counts as a miss: it is never dropped from the denominator and never
-turned into (0, 0).
+turned into (0, 0). At every radius ``n = hits + misses``.
+
+Spark-free; runs on the driver (and in the notebooks).
 """
 
 from __future__ import annotations
@@ -19,33 +21,63 @@ THRESHOLDS_KM: tuple[float, ...] = (1.0, 25.0, 200.0, 750.0, 2500.0)
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Accuracy (fraction, not %) at each threshold over ``n`` rows, of which ``missing`` had no prediction."""
+    """Accuracy (fraction, not %) at each threshold over ``n`` rows, of which ``missing`` had no prediction.
+
+    ``hits[i]`` rows lie strictly within ``thresholds_km[i]``; ``misses[i] = n - hits[i]`` (the
+    ``missing`` rows are misses at every radius). Error statistics are over predicted rows only.
+    """
 
     thresholds_km: tuple[float, ...]
     accuracy: tuple[float, ...]
     n: int
     missing: int
-    median_km: float  # over predicted rows (nan when none)
+    median_km: float  # median error over predicted rows (nan when none)
+    hits: tuple[int, ...] = ()
+    mean_km: float = float("nan")  # mean error over predicted rows (nan when none)
+
+    @property
+    def misses(self) -> tuple[int, ...]:
+        return tuple(self.n - h for h in self.hits)
 
     def as_dict(self) -> dict[str, float]:
-        out = {f"acc@{t:g}km": round(a, 6) for t, a in zip(self.thresholds_km, self.accuracy)}
-        out.update(n=self.n, missing=self.missing, median_km=round(self.median_km, 3))
+        out: dict[str, float] = {f"acc@{t:g}km": round(a, 6) for t, a in zip(self.thresholds_km, self.accuracy)}
+        out.update(n=self.n, missing=self.missing, median_km=round(self.median_km, 3), mean_km=round(self.mean_km, 3))
         return out
+
+
+def error_km(pred_latlon_deg: np.ndarray, true_latlon_deg: np.ndarray) -> np.ndarray:
+    """Geodesic error ``(n,)`` in km of ``pred_latlon_deg (n, 2)`` against ``true_latlon_deg (n, 2)``;
+    ``inf`` where the prediction is missing or invalid (NaN, None, out of range)."""
+    pred = np.asarray(pred_latlon_deg, dtype=np.float64).reshape(-1, 2)
+    true = np.asarray(true_latlon_deg, dtype=np.float64).reshape(-1, 2)
+    if pred.shape != true.shape:
+        raise ValueError(f"expected predictions and truth of the same shape, got {pred.shape} and {true.shape}")
+    bad_truth = [i for i, (a, b) in enumerate(true) if not valid_latlon(float(a), float(b))]
+    if bad_truth:
+        raise ValueError(f"expected valid true coordinates on every row, got invalid ones on rows {bad_truth[:5]}")
+    have = np.array([valid_latlon(float(a), float(b)) for a, b in pred], dtype=bool)
+    dist_km = np.full(len(pred), np.inf)
+    if have.any():
+        dist_km[have] = pairwise_km(pred[have], true[have])
+    return dist_km
+
+
+def accuracy_from_errors(dist_km: np.ndarray, thresholds_km: tuple[float, ...] = THRESHOLDS_KM) -> Accuracy:
+    """Accuracy from per-row errors ``dist_km (n,)`` (``inf`` = no prediction, a miss at every radius)."""
+    d = np.asarray(dist_km, dtype=np.float64).reshape(-1)
+    if np.isnan(d).any():
+        raise ValueError("expected errors in km or inf for a missing prediction, got NaN")
+    n = len(d)
+    have = np.isfinite(d)
+    hits = tuple(int((d < t).sum()) for t in thresholds_km)  # strict <
+    acc = tuple(h / n if n else 0.0 for h in hits)
+    median = float(np.median(d[have])) if have.any() else float("nan")
+    mean = float(np.mean(d[have])) if have.any() else float("nan")
+    return Accuracy(tuple(thresholds_km), acc, n, int((~have).sum()), median, hits, mean)
 
 
 def accuracy(
     pred_latlon_deg: np.ndarray, true_latlon_deg: np.ndarray, thresholds_km: tuple[float, ...] = THRESHOLDS_KM
 ) -> Accuracy:
     """``pred_latlon_deg (n, 2)`` (NaN rows = no prediction) against ``true_latlon_deg (n, 2)``."""
-    pred = np.asarray(pred_latlon_deg, dtype=np.float64).reshape(-1, 2)
-    true = np.asarray(true_latlon_deg, dtype=np.float64).reshape(-1, 2)
-    if pred.shape != true.shape:
-        raise ValueError(f"expected predictions and truth of the same shape, got {pred.shape} and {true.shape}")
-    have = np.array([valid_latlon(a, b) for a, b in pred], dtype=bool)
-    dist_km = np.full(len(pred), np.inf)
-    if have.any():
-        dist_km[have] = pairwise_km(pred[have], true[have])
-    n = len(pred)
-    acc = tuple(float((dist_km < t).sum() / n) if n else 0.0 for t in thresholds_km)
-    median = float(np.median(dist_km[have])) if have.any() else float("nan")
-    return Accuracy(tuple(thresholds_km), acc, n, int((~have).sum()), median)
+    return accuracy_from_errors(error_km(pred_latlon_deg, true_latlon_deg), tuple(thresholds_km))
