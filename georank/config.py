@@ -192,9 +192,75 @@ class DemoConfig(_Section):
     gallery_photos: int = Field(3000, ge=10)
     query_photos: int = Field(200, ge=1)
     seed: int = 0
+    # The demo ranker is trained (georank.train.demo) on groups built from the demo GALLERY (never
+    # the held-out demo/queries), with the train section's settings; 0 and 0: the random tiny ranker.
+    train_warmup_steps: int = Field(0, ge=0)  # stage 1: all weights trainable (stands in for pretraining)
+    train_ranker_steps: int = Field(0, ge=0)  # stage 2: LoRA on q/k/v + the score head, as the train job
+    train_queries: int = Field(600, ge=1)  # gallery photos sampled as training queries
+
+
+class TrainLoraConfig(_Section):
+    """The LoRA adapter the trainer fits (reference: r=16, alpha=32, dropout 0.05 on q/k/v)."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])  # language model only
+
+
+class TrainDistributedConfig(_Section):
+    """Several training processes through Spark's TorchDistributor (off: one local process)."""
+
+    enabled: bool = False
+    num_processes: int = Field(1, ge=1)  # one per GPU on a cluster
+    local_mode: bool = True  # processes on the driver (true) or on executors (false)
+    use_gpu: bool = False  # NCCL on GPUs; false: gloo on CPU
+
+
+class TrainConfig(_Section):
+    """Training the ranker (jobs/build_training_data.py, jobs/train_ranker.py, georank.train)."""
+
+    # Training groups (Delta, schema.TRAINING_GROUPS) written by build_training_data and read by the trainer.
+    data: str = "warehouse/training_groups"
+    # A published GeoRanking parquet (img_id, gps, ref_gps, ref_img_id, ref_texts) to train on instead of
+    # `data`; images are <georanking_images>/<img_id>. The reference's position-0 skip applies here only.
+    georanking: str | None = None
+    georanking_images: str | None = None
+    output_uri: str = "warehouse/ranker/adapter"  # the trained PEFT adapter directory
+    checkpoint_dir: str = "warehouse/ranker/checkpoints"  # step-N folders; training resumes from the last
+    queries: int | None = Field(None, ge=1)  # gallery photos sampled as queries by build_training_data (null: all)
+    # How a query's group is chosen: "retrieved" = its first group_size retrieved neighbours (the
+    # reference); "spread" = the nearest gallery photo, then one photo in each of spread_bands_km.
+    grouping: Literal["retrieved", "spread"] = "retrieved"
+    spread_bands_km: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(50.0, 300.0), (500.0, 1500.0), (2000.0, 5000.0), (8000.0, 20100.0)]
+    )
+    group_size: int = Field(5, ge=2)  # G: candidates per query (reference 5; its README 7)
+    top_k: int = Field(1, ge=1)  # K: positions of the Plackett-Luce ranking loss L1
+    lam: float = Field(0.7, ge=0, le=1)  # total = lam * L1 + (1 - lam) * L2 (multi-order loss)
+    lora: TrainLoraConfig = Field(default_factory=TrainLoraConfig)
+    lr: float = Field(1e-4, gt=0)  # AdamW learning rate of the LoRA weights (and the head unless head_lr)
+    head_lr: float | None = Field(None, gt=0)  # a separate learning rate for the score head
+    warmup_lr: float = Field(1e-3, gt=0)  # all-weights stage (demo only): backbone and head
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)  # linear LR warm-up share of the steps, then linear decay to 0
+    max_grad_norm: float = Field(1.0, gt=0)  # gradient clipping (global L2 norm)
+    steps: int = Field(1000, ge=1)  # optimiser steps
+    queries_per_step: int = Field(4, ge=1)  # groups per micro-batch (reference: 1 per GPU)
+    grad_accum: int = Field(1, ge=1)  # micro-batches per optimiser step
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast where the GPU supports it
+    gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory)
+    checkpoint_every: int = Field(100, ge=1)  # optimiser steps between checkpoints
+    keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept
+    log_every: int = Field(10, ge=1)  # optimiser steps between progress lines
+    seed: int = 0  # data order, head init, dropout
+    device: Device = "cpu"
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+    distributed: TrainDistributedConfig = Field(default_factory=TrainDistributedConfig)
 
 
 class GeorankConfig(_Section):
+
     """The whole config. Sections mirror the pipeline's steps."""
 
     spark: SparkConfig = Field(default_factory=SparkConfig)
@@ -210,6 +276,7 @@ class GeorankConfig(_Section):
     skip: SkipConfig = Field(default_factory=SkipConfig)
     decide: DecideConfig = Field(default_factory=DecideConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     project_root: str = ""  # set by load_config: folder that relative URIs resolve against
 
     def resolve(self, uri: str) -> str:
