@@ -62,6 +62,7 @@ class TablesConfig(_Section):
     gallery: str = "warehouse/gallery"
     gallery_embeddings: str = "warehouse/gallery_embeddings"
     gallery_errors: str = "warehouse/gallery_errors"
+    eval_results: str = "warehouse/eval_results"  # evaluate job: accuracy per run, benchmark, method and radius
     # A run's staging folder without a commit marker is dropped by a later run's start only once it
     # is this old (it may belong to a run still computing); marked ones are rolled forward at once.
     staging_ttl_hours: float = Field(6.0, ge=0)
@@ -259,6 +260,36 @@ class TrainConfig(_Section):
     distributed: TrainDistributedConfig = Field(default_factory=TrainDistributedConfig)
 
 
+class BenchmarkColumnsConfig(_Section):
+    """Column names of a benchmark CSV in the plain ``csv`` layout (YFCC4K or any id/lat/lon file)."""
+
+    id: str = "IMG_ID"  # photo id; also the image's file name under --images (evaluate.image_ext added if it has none)
+    lat: str = "LAT"  # true latitude, WGS-84 degrees
+    lon: str = "LON"  # true longitude, WGS-84 degrees
+
+
+class EvaluateConfig(_Section):
+    """The evaluate job (jobs/evaluate.py): accuracy of every method on a benchmark, same photos, same run."""
+
+    radii_km: list[float] = Field(default_factory=lambda: [1.0, 25.0, 200.0, 750.0, 2500.0])  # strict < at each
+    # Benchmark layout: im2gps3k (im2gps3k_places365.csv), csv (id/lat/lon named by evaluate.columns),
+    # reference (GeoRanker's own im2gps3k.csv / yfcc4k.csv with precomputed candidates); auto: from the header.
+    benchmark_format: Literal["auto", "im2gps3k", "csv", "reference"] = "auto"
+    columns: BenchmarkColumnsConfig = Field(default_factory=BenchmarkColumnsConfig)  # for benchmark_format csv
+    image_ext: str = ".jpg"  # appended to a photo id without an extension to name its image file
+    # (0.0, 0.0) in the reference's zs_gps_lis is a failed answer: drop it (georank) or keep it as a candidate
+    # (the reference did); counted in the summary either way.
+    reference_zero_gps: Literal["drop", "keep"] = "drop"
+    # Gallery image of a reference candidate (candidate_img_lis): a template with {img_id}, e.g.
+    # tar://s3://bucket/mp-16-images.tar#{img_id}; null: rank the candidates without their images.
+    reference_image_uri: str | None = None
+    knn_k: int = Field(100, ge=1)  # [L]kNN: neighbours that vote (Vo et al. 2017: 100)
+    knn_sigma_deg: float = Field(4.0, gt=0)  # [L]kNN: Gaussian sigma (1-degree cells; degrees on the fine grid)
+    calibration_radius_km: float = Field(25.0, gt=0)  # confidence calibration: accuracy within this radius
+    report_dir: str = "warehouse/eval_reports"  # report.md, report.html and plots go to <report_dir>/<run id>/
+    max_photos: int | None = Field(None, ge=1)  # evaluate only the first N benchmark rows (smoke runs); null: all
+
+
 class GeorankConfig(_Section):
 
     """The whole config. Sections mirror the pipeline's steps."""
@@ -276,6 +307,7 @@ class GeorankConfig(_Section):
     skip: SkipConfig = Field(default_factory=SkipConfig)
     decide: DecideConfig = Field(default_factory=DecideConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     project_root: str = ""  # set by load_config: folder that relative URIs resolve against
 
