@@ -257,3 +257,77 @@ RESULTS = pa.schema(
         _f("error_reason", pa.string(), "Why the photo failed, in words (null for a prediction)"),
     ]
 )
+
+
+# --- Evaluation (georank.benchmarks, georank.tarindex, georank.eval_core, jobs/evaluate.py) -------
+
+BENCHMARK = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Benchmark photo id (IMG_ID)", nullable=False),
+        _f("image", pa.string(), "Image file name under the benchmark's image folder or prefix"),
+        _f("lat_deg", pa.float64(), "True latitude, WGS-84 degrees"),
+        _f("lon_deg", pa.float64(), "True longitude, WGS-84 degrees"),
+    ]
+)
+
+REFERENCE_CANDIDATES = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Benchmark photo id (IMG_ID)", nullable=False),
+        _f("cand_lat_deg", pa.list_(pa.float64()), "candidate_gps_lis latitudes, in the reference's order"),
+        _f("cand_lon_deg", pa.list_(pa.float64()), "candidate_gps_lis longitudes, in the reference's order"),
+        _f("cand_description", pa.list_(pa.string()), "candidate_text_lis as city state country, blanks dropped"),
+        _f("cand_img_id", pa.list_(pa.string()), "candidate_img_lis: MP16-Pro image ids (null when the file has none)"),
+        _f("gen_lat_deg", pa.list_(pa.float64()), "zs_gps_lis latitudes (generated candidates)"),
+        _f("gen_lon_deg", pa.list_(pa.float64()), "zs_gps_lis longitudes (generated candidates)"),
+        _f("gen_zero_count", pa.int32(), "(0.0, 0.0) entries of zs_gps_lis (failed answers), kept or dropped by config"),
+    ]
+)
+
+TAR_INDEX = pa.schema(
+    [
+        _f("member", pa.string(), "Member name inside the tar", nullable=False),
+        _f("offset_data", pa.int64(), "Byte offset of the member's data in the archive", nullable=False),
+        _f("size", pa.int64(), "Member size in bytes", nullable=False),
+    ]
+)
+
+EVAL_METHODS = ("nn", "knn", "ranker", "full")  # retrieval top-1, [L]kNN sigma=4, ranker (skip off), skip rule on
+
+EVAL_PREDICTIONS = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Benchmark photo id", nullable=False),
+        _f("method", pa.string(), "Method: " + " | ".join(EVAL_METHODS), nullable=False),
+        _f("lat_deg", pa.float64(), "Predicted latitude (null when the photo failed)"),
+        _f("lon_deg", pa.float64(), "Predicted longitude (null when the photo failed)"),
+        _f("confidence", pa.float64(), "Decide-step confidence (ranker and full only)"),
+        _f("ranker_skipped", pa.bool_(), "full: the skip rule decided without the ranker"),
+        _f("model_version", pa.string(), "Ranker base model version"),
+        _f("adapter_version", pa.string(), "Ranker LoRA adapter version"),
+        _f("embed_version", pa.string(), "Embedder version"),
+        _f("index_version", pa.string(), "Gallery index version"),
+        _f("error_stage", pa.string(), "Stage that failed (null for a prediction)"),
+        _f("error_reason", pa.string(), "Why the photo failed, in words"),
+    ]
+)
+
+EVAL_RESULTS = pa.schema(
+    [
+        _f("run_id", pa.string(), "Id of the evaluate run", nullable=False),
+        _f("run_at", pa.timestamp("us", tz="UTC"), "When the run finished"),
+        _f("benchmark", pa.string(), "Benchmark name (its file's stem, e.g. im2gps3k_places365)", nullable=False),
+        _f("candidates", pa.string(), "Candidate source: georank (retrieved here) | reference (the reference's file)"),
+        _f("method", pa.string(), "Method: " + " | ".join(EVAL_METHODS), nullable=False),
+        _f("radius_km", pa.float64(), "Threshold; a row is a hit when its geodesic error is strictly below it", nullable=False),
+        _f("accuracy", pa.float64(), "hits / n, a fraction in [0, 1]"),
+        _f("n", pa.int64(), "Benchmark rows evaluated (every row: n = hits + misses)"),
+        _f("hits", pa.int64(), "Rows predicted strictly within radius_km"),
+        _f("misses", pa.int64(), "Rows not within radius_km, failed photos included"),
+        _f("failed", pa.int64(), "Rows without a prediction (a miss at every radius)"),
+        _f("median_km", pa.float64(), "Median geodesic error over predicted rows"),
+        _f("mean_km", pa.float64(), "Mean geodesic error over predicted rows"),
+        _f("model_version", pa.string(), "Ranker base model version"),
+        _f("adapter_version", pa.string(), "Ranker LoRA adapter version"),
+        _f("embed_version", pa.string(), "Embedder version"),
+        _f("index_version", pa.string(), "Gallery index version"),
+    ]
+)
