@@ -135,17 +135,31 @@ class GeneratedConfig(_Section):
     """Candidates a vision-language model proposes (JSON prompt); see georank.candidates."""
 
     enabled: bool = False
-    n: int = Field(3, ge=0)  # README of the reference: 3; its evaluate script: 5
-    temperature: float = Field(1.2, ge=0)
-    model_uri: str | None = None
+    n: int = Field(3, ge=0)  # valid answers kept as candidates; README of the reference: 3; its evaluate script: 5
+    samples: int = Field(5, ge=1)  # answers sampled per photo (one generate call per batch); the reference: 10
+    temperature: float = Field(1.2, ge=0)  # sampling temperature (the reference: 1.2); 0 = greedy, one answer
+    seed: int = 0  # sampling seed: the same photos and seed give the same answers
+    max_new_tokens: int = Field(48, ge=4)  # an answer longer than this is cut (then usually unparsable)
+    prompt: Literal["seed", "reference"] = "seed"  # seed: Appendix A's JSON prompt; reference: its longer variant
+    model_uri: str | None = None  # null: the ranker's base model, adapter off (one copy of weights); or a Qwen2-VL dir
 
 
 class PrototypeConfig(_Section):
     """Learned geographic-cell prototypes as extra retrieval keys (Lindenberger et al. 2025)."""
 
     enabled: bool = False
-    uri: str | None = None
-    k: int = Field(3, ge=0)
+    uri: str | None = "demo/cells"  # folder or s3:// prefix of the prototypes' index (jobs/build_cells.py)
+    k: int = Field(3, ge=0)  # top prototypes (by inner product with the query) kept as candidates
+    start_level: int = Field(4, ge=0, le=15)  # S2 level every cell starts from
+    max_level: int = Field(15, ge=0, le=15)  # finest S2 level a crowded cell is split down to
+    max_photos_per_cell: int = Field(50, ge=1)  # a cell holding more gallery photos is split (until max_level)
+    classifier: Literal["linear", "mlp"] = "linear"  # proxy classifier; its l2-normalised class weights are the prototypes
+    epochs: int = Field(60, ge=1)  # full-batch training epochs of the proxy classifier
+    learning_rate: float = Field(0.05, gt=0)  # AdamW
+    logit_scale: float = Field(16.0, gt=0)  # cosine-softmax scale of the proxy classifier
+    seed: int = 0  # classifier initialisation
+    aerial_uri: str | None = None  # Parquet table (cell_token at S2 level 16, embedding): aerial keys; null: none
+    kappa: float = Field(1.0, ge=0)  # aerial key = l2norm(z_aerial + kappa * z_prototype of the enclosing cell)
 
 
 class CandidatesConfig(_Section):
