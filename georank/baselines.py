@@ -88,7 +88,7 @@ def _fine_peak(pts: np.ndarray, w: np.ndarray, peak: tuple[float, float], cfg: K
     i, j = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
     lat = lat_lo + (i + 0.5) * f
     lon_deg = (lon_lo + (j + 0.5) * f + 180.0) % 360.0 - 180.0
-    return round(lat, 9), round(lon_deg, 9)
+    return float(round(lat, 9)), float(round(lon_deg, 9))
 
 
 def knn_sigma(latlon_deg: np.ndarray, dist: np.ndarray, cfg: KnnConfig | None = None) -> tuple[float, float]:
