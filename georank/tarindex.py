@@ -1,0 +1,264 @@
+"""Gallery images inside one large tar (MP16-Pro ships ``mp-16-images.tar``, 4.1M members), read
+by offset: no unpacking, no pickled member index.
+
+- :func:`build_tar_index` scans the archive ONCE (a local file, or an ``s3://`` object streamed)
+  into a Parquet table (schema ``TAR_INDEX``: member, offset_data, size), by default beside the
+  archive as ``<archive>.index.parquet``.
+- :func:`read_tar_member` reads ``tar://<archive uri>#<member>`` (``tar:///data/mp-16-images.tar#a/b.jpg``,
+  ``tar://s3://bucket/mp-16-images.tar#a/b.jpg``): the member's bytes, read with one seek (local)
+  or one ranged GET (S3). The member's own 512-byte header (just before its data) is read too and
+  checked (checksum, size, and the name when it fits the header), so an index that no longer
+  matches its archive fails loudly instead of returning another photo's bytes.
+  :func:`georank.io.read_bytes` dispatches ``tar://`` URIs here, so they work wherever a gallery
+  image is read.
+
+The index is loaded once per Python worker (:func:`georank.resources.cached`, keyed by the index
+URI) and held as sorted 64-bit name hashes with their offsets and sizes (~24 bytes per member;
+collisions are refused when the index is loaded). Archive URIs must not contain ``#``. Runs on
+executors (reading) and on the driver (building).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from georank import schema as S
+from georank.config import S3Config
+from georank.errors import InputError, PhotoError
+
+log = logging.getLogger(__name__)
+
+SCHEME = "tar://"
+INDEX_SUFFIX = ".index.parquet"
+_BLOCK = 512
+
+
+def split_tar_uri(uri: str) -> tuple[str, str]:
+    """``tar://<archive uri>#<member>`` -> ``(archive uri, member)``."""
+    if not uri.startswith(SCHEME):
+        raise PhotoError("read", f"expected a tar://<archive>#<member> URI, got {uri!r}")
+    archive, sep, member = uri[len(SCHEME) :].partition("#")
+    if not sep or not archive or not member:
+        raise PhotoError("read", f"expected a tar://<archive>#<member> URI with both parts, got {uri!r}")
+    return archive, member
+
+
+def index_uri_of(archive_uri: str) -> str:
+    """Where the member index of an archive lives: ``<archive uri>.index.parquet``."""
+    return archive_uri + INDEX_SUFFIX
+
+
+def _is_s3(uri: str) -> bool:
+    return uri.startswith(("s3://", "s3a://"))
+
+
+def _local(uri: str) -> Path:
+    return Path(urlparse(uri).path if uri.startswith("file://") else uri)
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def scan_tar(fileobj: Any, *, stream: bool) -> pa.Table:
+    """TAR_INDEX rows of the regular-file members of a tar read from ``fileobj`` (one pass)."""
+    names: list[str] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    with tarfile.open(fileobj=fileobj, mode="r|" if stream else "r:") as tar:
+        for info in tar:
+            if info.isfile():
+                names.append(info.name)
+                offsets.append(info.offset_data)
+                sizes.append(info.size)
+    return pa.table({"member": names, "offset_data": offsets, "size": sizes}, schema=S.TAR_INDEX)
+
+
+def build_tar_index(archive_uri: str, s3: S3Config, *, index_uri: str | None = None) -> tuple[str, int]:
+    """Scan ``archive_uri`` (local or ``s3://``) once and write its member index (Parquet) to
+    ``index_uri`` (default: beside the archive). Returns ``(index uri, members)``."""
+    out = index_uri or index_uri_of(archive_uri)
+    if _is_s3(archive_uri):
+        from georank.artifacts import s3_client, split_s3
+
+        bucket, key = split_s3(archive_uri)
+        body = s3_client(s3).get_object(Bucket=bucket, Key=key)["Body"]
+        table = scan_tar(body, stream=True)
+    else:
+        with _local(archive_uri).open("rb") as f:
+            table = scan_tar(f, stream=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    if _is_s3(out):
+        from georank.artifacts import s3_client, split_s3
+
+        bucket, key = split_s3(out)
+        s3_client(s3).put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    else:
+        _local(out).write_bytes(buf.getvalue())
+    log.info("indexed %d members of %s into %s", table.num_rows, archive_uri, out)
+    return out, table.num_rows
+
+
+# ----------------------------------------------------------------------------- read
+
+
+def _hash64(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+@dataclass(frozen=True)
+class TarIndex:
+    """Members of one archive as sorted name hashes ``(n,)`` uint64 with offsets and sizes ``(n,)``."""
+
+    hashes: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+
+    @classmethod
+    def from_table(cls, table: pa.Table, *, where: str) -> "TarIndex":
+        names = table.column("member").to_pylist()
+        h = np.fromiter((_hash64(n) for n in names), dtype=np.uint64, count=len(names))
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        if len(hs) > 1 and (hs[1:] == hs[:-1]).any():
+            i = int(np.flatnonzero(hs[1:] == hs[:-1])[0])
+            a, b = names[int(order[i])], names[int(order[i + 1])]
+            raise InputError(f"tar index {where}: members {a!r} and {b!r} repeat or share a 64-bit hash; expected unique names")
+        offsets = table.column("offset_data").to_numpy()[order]
+        sizes = table.column("size").to_numpy()[order]
+        return cls(hs, offsets.astype(np.int64), sizes.astype(np.int64))
+
+    def find(self, member: str) -> tuple[int, int] | None:
+        """``(offset_data, size)`` of ``member``, or None."""
+        h = np.uint64(_hash64(member))
+        i = int(np.searchsorted(self.hashes, h))
+        if i < len(self.hashes) and self.hashes[i] == h:
+            return int(self.offsets[i]), int(self.sizes[i])
+        return None
+
+
+def _load_index(index_uri: str, s3: S3Config) -> TarIndex:
+    from georank.io import read_bytes
+
+    try:
+        data = read_bytes(index_uri, s3)
+    except PhotoError as err:
+        raise PhotoError("read", f"tar member index {index_uri} unreadable ({err.reason}); build it with "
+                                 "georank.tarindex.build_tar_index") from None
+    return TarIndex.from_table(pq.read_table(pa.BufferReader(data)), where=index_uri)
+
+
+def get_index(archive_uri: str, s3: S3Config) -> TarIndex:
+    """The archive's member index, loaded once per Python worker."""
+    from georank.resources import cached
+
+    index_uri = index_uri_of(archive_uri)
+    return cached("tar_index", index_uri, lambda: _load_index(index_uri, s3))
+
+
+def _header_ok(header: bytes, member: str, size: int) -> str | None:
+    """Why the 512-byte tar header does not describe ``member`` of ``size`` bytes (None when it does)."""
+    if len(header) != _BLOCK:
+        return "the archive is shorter than the index says"
+    stored = header[148:156].split(b"\0", 1)[0].strip()
+    try:
+        want = int(stored or b"-1", 8)
+    except ValueError:
+        return "no tar header where the index says the member starts"
+    if sum(header[:148]) + 8 * 32 + sum(header[156:]) != want:
+        return "no tar header where the index says the member starts (checksum mismatch)"
+    try:
+        info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+    except tarfile.TarError:
+        return "unreadable tar header"
+    if info.size != size:
+        return f"the header says {info.size} bytes, the index {size}"
+    # a long or non-ASCII name lives in a PAX/GNU header before this one; only a plain short name is here in full
+    plain = member.isascii() and len(member) < 100 and not header[345:500].strip(b"\0")
+    if plain and info.name != member:
+        return f"the header names {info.name!r}"
+    return None
+
+
+def read_tar_member(uri: str, s3cfg: S3Config, *, max_bytes: int | None = None, client: Any | None = None) -> bytes:
+    """The bytes of ``tar://<archive uri>#<member>`` by offset (local seek or S3 ranged GET).
+    Raises PhotoError("read", ...) for a missing member, archive or index, or a stale index."""
+    archive, member = split_tar_uri(uri)
+    found = get_index(archive, s3cfg).find(member)
+    if found is None:
+        raise PhotoError("read", f"member {member!r} not in the index of {archive}")
+    offset, size = found
+    if max_bytes is not None and size > max_bytes:
+        raise PhotoError("read", f"member is {size} bytes, over the limit of {max_bytes} (decode.max_bytes)")
+    start = offset - _BLOCK  # the member's own header, checked before its bytes are trusted
+    if _is_s3(archive):
+        blob = _read_range_s3(archive, start, size + _BLOCK, s3cfg, client)
+    else:
+        try:
+            with _local(archive).open("rb") as f:
+                f.seek(start)
+                blob = f.read(size + _BLOCK)
+        except FileNotFoundError:
+            raise PhotoError("read", f"tar archive not found: {archive}") from None
+        except OSError as exc:
+            raise PhotoError("read", f"could not read tar archive {archive}: {exc.strerror or exc}") from None
+    why = _header_ok(blob[:_BLOCK], member, size)
+    if why is None and len(blob) != size + _BLOCK:
+        why = "the archive is shorter than the index says"
+    if why is not None:
+        raise PhotoError("read", f"member {member!r} of {archive}: {why}; the index does not match the archive (rebuild it)")
+    return blob[_BLOCK:]
+
+
+CLIENT_TTL_S = 300.0  # a worker's S3 client for ranged reads is rebuilt this often (credentials re-resolved)
+_clients: dict[tuple[Any, ...], tuple[float, Any]] = {}
+_clients_lock = threading.Lock()
+
+
+def _worker_client(s3cfg: S3Config, make: Any) -> Any:
+    """One S3 client per worker and endpoint for the many small ranged reads of gallery members
+    (a client costs far more than a read), rebuilt every ``CLIENT_TTL_S`` so that the credential
+    chain is resolved afresh, as :func:`georank.artifacts.s3_client` wants."""
+    key = (s3cfg.endpoint_url, s3cfg.region, s3cfg.path_style)
+    now = time.monotonic()
+    with _clients_lock:
+        hit = _clients.get(key)
+        if hit is not None and now - hit[0] < CLIENT_TTL_S:
+            return hit[1]
+    client = make(s3cfg)
+    with _clients_lock:
+        _clients[key] = (now, client)
+    return client
+
+
+def _read_range_s3(archive: str, start: int, length: int, s3cfg: S3Config, client: Any | None) -> bytes:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from georank.artifacts import s3_client, split_s3
+
+    bucket, key = split_s3(archive)
+    c = client if client is not None else _worker_client(s3cfg, s3_client)
+    try:
+        data: bytes = c.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")["Body"].read()
+        return data
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", "unknown"))
+        raise PhotoError("read", f"S3 error {code} reading {archive} bytes {start}-{start + length - 1}") from None
+    except BotoCoreError as exc:
+        raise PhotoError("read", f"could not reach S3 for {archive}: {exc.__class__.__name__}") from None
+
+
+__all__ = ["TarIndex", "build_tar_index", "get_index", "index_uri_of", "read_tar_member", "scan_tar", "split_tar_uri"]

@@ -1,0 +1,148 @@
+"""The tar member index: a tar of a few thousand members scanned once, read back by offset locally and
+from moto's S3 server by ranged GET, through ``tar://`` URIs wherever images are read."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from georank import resources
+from georank import schema as S
+from georank.config import DecodeConfig, S3Config
+from georank.decode import decode_image
+from georank.errors import PhotoError
+from georank.io import PhotoReader, read_bytes
+from georank.tarindex import build_tar_index, index_uri_of, read_tar_member
+
+N_MEMBERS = 3000
+BUCKET = "mp16"
+
+
+def _member_bytes(i: int) -> bytes:
+    rng = np.random.default_rng(i)
+    return rng.integers(0, 256, size=int(rng.integers(0, 3000)), dtype=np.uint8).tobytes()  # sizes 0..2999, some empty
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _names() -> list[str]:
+    names = [f"{i % 97:02x}/{(i * 7) % 89:02x}/{1000000 + i}.jpg" for i in range(N_MEMBERS)]
+    names[5] = "long/" + "x" * 150 + "/name_over_100_bytes.jpg"  # GNU/PAX long-name header before the real one
+    names[6] = "unicode/café_東京.jpg"
+    return names
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    root = tmp_path_factory.mktemp("tar")
+    path = root / "mp-16-images.tar"
+    content = {n: _member_bytes(i) for i, n in enumerate(_names())}
+    content["photos/red.jpg"] = _jpeg((220, 20, 20))
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        folder = tarfile.TarInfo("photos")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)  # a directory entry: not a file member, not indexed
+        for name, data in content.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path, content
+
+
+def test_index_scans_once_and_reads_every_member_back_by_offset(archive: tuple[Path, dict[str, bytes]]) -> None:
+    path, content = archive
+    resources.clear()
+    index_uri, n = build_tar_index(str(path), S3Config())
+    assert index_uri == str(path) + ".index.parquet" and n == len(content) >= 3000
+    table = pq.read_table(index_uri)
+    assert table.schema == S.TAR_INDEX and set(table.column("member").to_pylist()) == set(content)
+    for name, data in content.items():
+        assert read_tar_member(f"tar://{path}#{name}", S3Config()) == data, name
+    assert resources.build_count("tar_index", index_uri) == 1  # loaded once for all the reads
+    # wherever images are read: read_bytes, PhotoReader, then the decoder
+    red = PhotoReader(S3Config()).read(f"tar://{path}#photos/red.jpg")
+    assert decode_image(red, DecodeConfig()).getpixel((20, 15))[0] > 180
+    assert read_bytes(f"tar://file://{path}#{_names()[5]}", S3Config()) == content[_names()[5]]
+
+
+def test_missing_member_archive_or_index_and_a_stale_index_are_read_errors(
+    archive: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    path, _ = archive
+    build_tar_index(str(path), S3Config())
+    with pytest.raises(PhotoError, match=r"member 'nope.jpg' not in the index of"):
+        read_bytes(f"tar://{path}#nope.jpg", S3Config())
+    with pytest.raises(PhotoError, match=r"expected a tar://<archive>#<member> URI with both parts"):
+        read_bytes(f"tar://{path}", S3Config())
+    with pytest.raises(PhotoError, match=r"tar member index .* unreadable \(file not found"):
+        read_bytes(f"tar://{tmp_path / 'other.tar'}#a.jpg", S3Config())
+    # the archive replaced by another one (members shifted by one 1 KiB member) under the old index
+    stale = tmp_path / "stale.tar"
+    with tarfile.open(stale, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("first.bin")
+        info.size = 1024
+        tar.addfile(info, io.BytesIO(b"\1" * 1024))
+        for i, name in enumerate(_names()[:20]):
+            data = _member_bytes(i)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    Path(index_uri_of(str(stale))).write_bytes(Path(index_uri_of(str(path))).read_bytes())
+    resources.clear()
+    with pytest.raises(PhotoError, match=r"the index does not match the archive \(rebuild it\)"):
+        read_bytes(f"tar://{stale}#{_names()[10]}", S3Config())
+    with pytest.raises(PhotoError, match=r"over the limit of 10 \(decode.max_bytes\)"):
+        read_bytes(f"tar://{path}#photos/red.jpg", S3Config(), max_bytes=10)
+
+
+@pytest.fixture(scope="module")
+def moto_s3(archive: tuple[Path, dict[str, bytes]]) -> Iterator[S3Config]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    mp = pytest.MonkeyPatch()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            mp.setenv(key, value)
+        cfg = S3Config(endpoint_url=f"http://{host}:{port}", path_style=True)
+        from georank.artifacts import s3_client
+
+        client = s3_client(cfg)
+        client.create_bucket(Bucket=BUCKET)
+        client.upload_file(str(archive[0]), BUCKET, "images/mp-16-images.tar")
+        yield cfg
+    finally:
+        mp.undo()
+        server.stop()
+
+
+def test_index_and_ranged_reads_from_s3(archive: tuple[Path, dict[str, bytes]], moto_s3: S3Config) -> None:
+    _, content = archive
+    uri = f"s3://{BUCKET}/images/mp-16-images.tar"
+    resources.clear()
+    index_uri, n = build_tar_index(uri, moto_s3)  # the archive streamed once from S3, the index put beside it
+    assert index_uri == uri + ".index.parquet" and n == len(content)
+    names = sorted(content)
+    for name in names[::40] + [_names()[5], _names()[6], "photos/red.jpg"]:
+        assert read_bytes(f"tar://{uri}#{name}", moto_s3) == content[name], name
+    reader = PhotoReader(moto_s3)
+    assert reader.read(f"tar://{uri}#photos/red.jpg") == content["photos/red.jpg"]
+    with pytest.raises(PhotoError, match=r"member 'missing.jpg' not in the index"):
+        reader.read(f"tar://{uri}#missing.jpg")
+    with pytest.raises(PhotoError, match=r"tar member index s3://mp16/nothing.tar.index.parquet unreadable \(object not found"):
+        reader.read(f"tar://s3://{BUCKET}/nothing.tar#a.jpg")
