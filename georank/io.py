@@ -19,6 +19,10 @@ def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: 
     """The bytes at ``uri``. ``client`` is a boto3 S3 client to reuse (one per partition)."""
     if uri.startswith(("s3://", "s3a://")):
         return _read_s3(uri, s3, max_bytes=max_bytes, client=client)
+    if uri.startswith("tar://"):  # a member of a tar archive, by offset (georank.tarindex)
+        from georank.tarindex import read_tar_member
+
+        return read_tar_member(uri, s3, max_bytes=max_bytes)
     path = Path(urlparse(uri).path if uri.startswith("file://") else uri)
     try:
         size = path.stat().st_size
