@@ -1,0 +1,126 @@
+"""Build the training-groups table from a gallery and its index (driver side, Spark-free).
+
+``jobs/build_training_data.py`` calls :func:`build_training_data`: sampled gallery photos are
+read (:class:`georank.io.PhotoReader`), decoded and embedded with the index's embedder, searched
+in the gallery's own index (``retrieve.k + 1`` neighbours, the query then removed by id, see
+:mod:`georank.train.groups`), and written as one Delta commit (``deltalake``) whose version the
+summary reports. A photo that cannot be read or decoded is counted and left out, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from georank.config import GeorankConfig
+from georank.errors import InputError, PhotoError, WriteError
+from georank.schema import GALLERY, TRAINING_GROUPS
+
+log = logging.getLogger(__name__)
+
+
+def read_table(uri: str) -> tuple[pa.Table, str]:
+    """A local Delta table (latest version) or Parquet file/folder, and its version label."""
+    path = Path(uri)
+    if (path / "_delta_log").is_dir():
+        from deltalake import DeltaTable
+
+        dt = DeltaTable(uri)
+        return dt.to_pyarrow_table(), f"delta:{dt.version()}"
+    if not path.exists():
+        raise InputError(f"table {uri}: expected a Delta table or a Parquet file/folder, got nothing there")
+    table = pq.read_table(uri)
+    files = sorted(str(p) + str(p.stat().st_size) for p in ([path] if path.is_file() else path.rglob("*.parquet")))
+    return table, "parquet:" + hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
+
+
+def with_descriptions(gallery: pa.Table) -> pa.Table:
+    """The gallery with a ``description`` column (city, state, country; :func:`georank.places.describe`)."""
+    from georank.places import describe
+
+    def col(name: str) -> list[Any]:
+        return gallery.column(name).to_pylist() if name in gallery.column_names else [None] * gallery.num_rows
+
+    desc = [describe(c, s, k) for c, s, k in zip(col("city"), col("state"), col("country"))]
+    return gallery.append_column("description", pa.array(desc, pa.string()))
+
+
+def write_groups(table: pa.Table, uri: str, *, mode: Literal["error", "overwrite"]) -> int:
+    """Write TRAINING_GROUPS as one Delta commit; returns the table version."""
+    from deltalake import DeltaTable, write_deltalake
+
+    exists = (Path(uri) / "_delta_log").is_dir()
+    if exists and mode == "error":
+        raise WriteError(f"training data {uri} exists; expected --mode overwrite to replace it, or another train.data")
+    write_deltalake(
+        uri,
+        table.cast(TRAINING_GROUPS),
+        mode="overwrite" if exists else "error",
+        configuration={"delta.minReaderVersion": "1", "delta.minWriterVersion": "2"},
+        schema_mode="overwrite" if exists else None,
+    )
+    return int(DeltaTable(uri).version())
+
+
+def embed_queries(cfg: GeorankConfig, uris: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """``(ok (q,) bool, vectors (n_ok, dim))`` of the query photos, and failures by stage."""
+    from georank.decode import decode_image
+    from georank.embed import get_embedder
+    from georank.io import PhotoReader
+
+    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)
+    images, ok = [], np.zeros(len(uris), dtype=bool)
+    failed: dict[str, int] = {}
+    for i, uri in enumerate(uris):
+        try:
+            images.append(decode_image(reader.read(uri), cfg.decode))
+            ok[i] = True
+        except PhotoError as exc:
+            failed[exc.stage] = failed.get(exc.stage, 0) + 1
+            log.warning("training query %s left out: %s", uri, exc)
+    return ok, get_embedder(cfg).embed(images), failed
+
+
+def build_training_data(
+    cfg: GeorankConfig, *, mode: Literal["error", "overwrite"] = "error", out_uri: str | None = None,
+    n_queries: int | None = None,
+) -> dict[str, Any]:
+    """Sample queries from ``tables.gallery``, retrieve, group, write ``train.data``. Returns a summary."""
+    from georank.index import read_manifest
+    from georank.retrieve import search
+    from georank.train.groups import build_groups, sample_queries
+
+    gallery, g_version = read_table(cfg.resolve(cfg.tables.gallery))
+    if "uri" not in gallery.column_names or gallery.column("uri").null_count:
+        raise InputError("gallery table: training reads images by uri; expected a uri on every row")
+    gallery = with_descriptions(gallery.select([c for c in GALLERY.names if c in gallery.column_names]))
+    gallery = gallery.filter(pc.is_valid(gallery.column("lat_deg")))
+    manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
+    rows = sample_queries(gallery.column("gallery_id").to_numpy(), n_queries or cfg.train.queries, seed=cfg.train.seed)
+    uris = [gallery.column("uri")[int(r)].as_py() for r in rows]
+    ok, vectors, failed = embed_queries(cfg, uris)
+    rows = rows[ok]
+    neighbours = search(cfg, vectors, k=cfg.retrieve.k + 1, manifest=manifest)
+    version = f"{g_version}+index:{manifest.index_version}"
+    groups = build_groups(gallery, rows, neighbours, cfg, source_version=version)
+    uri = out_uri or cfg.resolve(cfg.train.data)
+    table_version = write_groups(groups, uri, mode=mode)
+    log.info("training data %s v%d: %d groups (%s)", uri, table_version, groups.num_rows, cfg.train.grouping)
+    return {
+        "training_data": uri,
+        "table_version": table_version,
+        "groups": groups.num_rows,
+        "queries_failed": failed,
+        "grouping": cfg.train.grouping,
+        "source_version": version,
+    }
+
+
+__all__ = ["build_training_data", "read_table", "with_descriptions", "write_groups"]
