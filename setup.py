@@ -37,6 +37,7 @@ CORE = [
     "scipy==1.17.1",
     "boto3==1.44.5",
     "pytz==2026.6",
+    "s2geometry==0.14.0",  # S2 cells of the cell prototypes (georank.cells)
 ]
 FAISS_CPU = ["faiss-cpu==1.15.1"]
 
