@@ -104,10 +104,12 @@ class GroupStream(IterableDataset):
 
     # --- the row stream (no images) ------------------------------------------------------------
 
-    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """``(position, row)`` of this rank and worker, in stream order, from ``start`` on."""
+    def rows(self, *, worker: int | None = None, n_workers: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(position, row)`` of this rank and DataLoader worker (default: the calling one), in
+        stream order, from ``start`` on."""
         info = get_worker_info()
-        n_workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        if worker is None or n_workers is None:
+            n_workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         scan = open_scan(self.uri)
         fragments = sorted(scan.get_fragments(), key=lambda f: str(getattr(f, "path", "")))
         if not fragments:

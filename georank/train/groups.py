@@ -52,18 +52,21 @@ def remove_self(query_id: str, ids: Sequence[str], k: int) -> list[int]:
     return [i for i, x in enumerate(ids) if x != query_id][:k]
 
 
-def spread_choice(
-    query_row: int, ecef: np.ndarray, ids: np.ndarray, bands_km: Sequence[tuple[float, float]], rng: np.random.Generator
-) -> list[int]:
-    """Gallery rows of a spread group: the nearest other photo (by id), then one per distance band.
+def arc_km_from(query_ecef_km: np.ndarray, ecef: np.ndarray) -> np.ndarray:
+    """Great-circle lengths (n,) km of the ECEF chords from one point (3,) to ``ecef (n, 3)``: on a
+    6371 km sphere, within ~0.5% of the WGS-84 geodesic; cheap enough for a whole gallery."""
+    chord_km = np.linalg.norm(ecef - query_ecef_km, axis=1)
+    return 2.0 * MEAN_RADIUS_KM * np.arcsin(np.clip(chord_km / (2.0 * MEAN_RADIUS_KM), 0.0, 1.0))
 
-    Distances here are great-circle lengths of ECEF chords (cheap for a whole gallery). A band with
-    no photo takes the photo closest to the band (never one already chosen). ``ecef (n, 3)`` km.
+
+def spread_choice(
+    arc_km: np.ndarray, usable: np.ndarray, bands_km: Sequence[tuple[float, float]], rng: np.random.Generator
+) -> list[int]:
+    """Rows of a spread group: the nearest usable row, then one drawn in each distance band.
+
+    ``arc_km (n,)`` from :func:`arc_km_from`; ``usable (n,)`` False for the query itself (by id).
+    A band with no photo takes the usable photo closest to the band (never one already chosen).
     """
-    chord_km = np.linalg.norm(ecef - ecef[query_row], axis=1)  # (n,)
-    # great-circle length of the chord on a 6371 km sphere: within ~0.5% of the geodesic, enough to pick bands
-    arc_km = 2.0 * MEAN_RADIUS_KM * np.arcsin(np.clip(chord_km / (2.0 * MEAN_RADIUS_KM), 0.0, 1.0))
-    usable = ids != ids[query_row]  # the query (and any row with its id) never becomes its own candidate
     order = np.argsort(np.where(usable, arc_km, np.inf), kind="stable")
     chosen = [int(order[0])]
     for lo, hi in bands_km:
@@ -123,7 +126,8 @@ def build_groups(
             g_id, g_lat, g_lon = [n_ids[keep[i]] for i in g], [n_lat[i] for i in g], [n_lon[i] for i in g]
             g_desc, g_uri = [n_desc[i] for i in g], [n_uri[i] for i in g]
         else:
-            rows = spread_choice(int(row), ecef, gid, t.spread_bands_km, rng)[: t.group_size]
+            usable = gid != gid[row]  # the query (by id) never becomes its own candidate
+            rows = spread_choice(arc_km_from(ecef[row], ecef), usable, t.spread_bands_km, rng)[: t.group_size]
             g_id = [str(int(gid[r])) for r in rows]
             g_lat, g_lon = [float(lat[r]) for r in rows], [float(lon[r]) for r in rows]
             g_desc, g_uri = [desc[r] for r in rows], [uri[r] for r in rows]
@@ -227,4 +231,4 @@ def read_georanking(table: pa.Table, *, images_root: str, group_size: int, sourc
     return pa.Table.from_pydict(cols, schema=TRAINING_GROUPS)
 
 
-__all__ = ["build_groups", "read_georanking", "remove_self", "sample_queries", "spread_choice"]
+__all__ = ["arc_km_from", "build_groups", "read_georanking", "remove_self", "sample_queries", "spread_choice"]

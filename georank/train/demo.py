@@ -1,0 +1,110 @@
+"""The embedded demo's trained ranker (driver side): built once, cached by the demo world's version.
+
+When ``demo.train_warmup_steps`` or ``demo.train_ranker_steps`` is set, :func:`ensure_trained_ranker`
+trains the demo ranker unless ``<ranker root>/trained.json`` says it was trained on this world with
+these settings:
+
+1. training groups from the demo GALLERY (``demo.train_queries`` sampled gallery photos; the demo's
+   query photos are never used: they are the held-out set the geotag job predicts), with the
+   ``train`` section's grouping (conf/local.yaml: ``spread``);
+2. a fresh random tiny Qwen2-VL (:func:`georank.rank.tiny.build_tiny_ranker`), every weight trained
+   for ``demo.train_warmup_steps`` steps and saved as the demo's base model: this stands in for the
+   pretraining a real Qwen2-VL brings (a random tiny backbone with LoRA alone barely learns);
+3. LoRA + score head on that base for ``demo.train_ranker_steps`` steps, the train job's stage,
+   written as the demo's adapter (``rank.adapter_uri``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from georank.config import GeorankConfig
+
+log = logging.getLogger(__name__)
+
+STAMP = "trained.json"
+TRAINER_VERSION = 1  # bump when the same settings would train a different ranker
+
+
+def _wanted(cfg: GeorankConfig, world_id: str) -> dict[str, Any]:
+    train = cfg.train.model_dump(exclude={"data", "output_uri", "checkpoint_dir", "georanking", "georanking_images", "distributed", "num_workers"})
+    return {
+        "trainer_version": TRAINER_VERSION,
+        "world": world_id,
+        "seed": cfg.demo.seed,
+        "warmup_steps": cfg.demo.train_warmup_steps,
+        "ranker_steps": cfg.demo.train_ranker_steps,
+        "queries": cfg.demo.train_queries,
+        "train": train,
+        "rank": cfg.rank.model_dump(include={"min_pixels", "max_pixels", "candidate_jpeg_quality"}),
+        "retrieve": cfg.retrieve.model_dump(),
+    }
+
+
+def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] | None:
+    """Train the demo ranker if it is not trained for this world and these settings; None when
+    nothing was done. Needs the demo world, tiny CLIP and gallery index (georank.demo_setup)."""
+    d = cfg.demo
+    if d.train_warmup_steps == 0 and d.train_ranker_steps == 0:
+        return None
+    from georank.rank.tiny import build_tiny_ranker
+    from georank.train.build import build_training_data
+    from georank.train.stages import train_lora, warmup_all_weights
+
+    base = Path(cfg.resolve(cfg.rank.base_model_uri))
+    adapter = Path(cfg.resolve(cfg.rank.adapter_uri))
+    stamp = base.parent / STAMP
+    want = _wanted(cfg, world_id)
+    if stamp.is_file() and (adapter / "adapter_config.json").is_file() and (base / "config.json").is_file():
+        try:
+            if json.loads(stamp.read_text()).get("settings") == want:
+                return None
+        except json.JSONDecodeError:
+            pass
+    stamp.unlink(missing_ok=True)
+    work = base.parent / ".train"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    seconds: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    data = build_training_data(cfg, mode="overwrite", out_uri=str(work / "groups"), n_queries=d.train_queries)
+    seconds["data"] = time.monotonic() - t0
+    random_base, _ = build_tiny_ranker(work / "random", seed=d.seed)
+    head = None
+    if d.train_warmup_steps:
+        t0 = time.monotonic()
+        _, head = warmup_all_weights(
+            cfg, base_dir=random_base, data_uri=str(work / "groups"), out_base_dir=base, steps=d.train_warmup_steps
+        )
+        seconds["warmup"] = time.monotonic() - t0
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.copytree(random_base, base)
+    t0 = time.monotonic()
+    result, _ = train_lora(
+        cfg, base_dir=base, data_uri=str(work / "groups"), out_dir=adapter, checkpoint_dir=work / "checkpoints",
+        steps=max(1, d.train_ranker_steps), head_weight=head,
+    )
+    seconds["lora"] = time.monotonic() - t0
+    summary = {
+        "groups": data["groups"],
+        "warmup_steps": d.train_warmup_steps,
+        "ranker_steps": result.steps,
+        "last_loss": round(result.last_loss, 4),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "total_seconds": round(time.monotonic() - started, 1),
+    }
+    stamp.write_text(json.dumps({"settings": want, "summary": summary}, indent=1, sort_keys=True))
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("demo ranker trained: %s", summary)
+    return summary
+
+
+__all__ = ["ensure_trained_ranker"]
