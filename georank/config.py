@@ -93,9 +93,16 @@ class DecodeConfig(_Section):
 
     max_bytes: int = Field(64 * 1024 * 1024, ge=1)  # larger files are refused
     max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb cap (width*height)
-    max_side_px: int = Field(1024, ge=28)  # longest side after decoding (downscaled)
-    min_side_px: int = Field(2, ge=1)  # smaller images are refused
-    max_aspect_ratio: float = Field(200.0, gt=1)  # as the reference: > 200 is refused
+    # Longest side after decoding (downscaled); null: native size (the reference: the ranker's
+    # rank.max_pixels alone bounds what the model sees; mind decode.max_pixels then).
+    max_side_px: int | None = Field(1024, ge=28)
+    min_side_px: int = Field(2, ge=1)  # a shorter side (after the shrink) is refused
+    # The one aspect-ratio limit, checked after the shrink. At most 200: Qwen2-VL's image
+    # processor refuses more, so whatever passes here can be ranked.
+    max_aspect_ratio: float = Field(200.0, gt=1, le=200)
+    exif_orientation: bool = True  # turn the photo upright by its EXIF orientation; false: stored pixels (the reference)
+    # Transparent pixels: composite onto white, or drop the alpha channel as convert("RGB") does (the reference).
+    alpha: Literal["composite", "drop"] = "composite"
 
 
 class EmbedConfig(_Section):
@@ -181,7 +188,6 @@ class RankConfig(_Section):
     candidates_per_batch: int = Field(16, ge=1)
     min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
     max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # reference cap; lower it for throughput
-    max_aspect_ratio: float = Field(200.0, gt=1)
     candidate_jpeg_quality: int | None = Field(75, ge=1, le=100)  # reference re-encodes candidates as JPEG q75
 
 

@@ -2,7 +2,9 @@
 
 Definitions (also in the README and the table comments):
 - **prediction**: the candidate with the highest ranker score; ties go to the earliest
-  candidate (retrieved in rank order, then generated, then prototypes).
+  candidate (retrieved in rank order, then generated, then prototypes). A NaN or infinite
+  score is refused (PhotoError, stage ``rank``): the photo becomes an error row, never a
+  prediction with a NaN confidence.
 - **confidence**: the softmax mass (over the candidates' scores) of the candidates that lie
   within ``decide.confidence_radius_km`` of the prediction, the winner included: 1.0 when
   all the probable candidates agree on the place, small when the mass is spread out.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from georank.config import DecideConfig, SkipConfig
+from georank.errors import PhotoError
 from georank.geo import distances_km, geodesic_centre, median_distance_km
 
 
@@ -63,12 +66,26 @@ def _confidence(lat: float, lon: float, latlon_deg: np.ndarray, weights: np.ndar
 
 
 def decide(scores: np.ndarray, latlon_deg: np.ndarray, cfg: DecideConfig) -> Decision:
-    """Pick the winner of ``scores (n,)`` over candidates ``latlon_deg (n, 2)``."""
-    if len(scores) == 0:
-        raise ValueError("decide: expected at least one candidate, got 0")
-    winner = int(np.argmax(scores))  # first maximum: ties go to the earliest candidate
+    """Pick the winner of ``scores (n,)`` over candidates ``latlon_deg (n, 2)``.
+
+    Raises PhotoError("rank", ...) when a score is NaN or infinite: such a score can be no
+    winner (``argmax`` would pick a NaN) and gives no confidence (the softmax is NaN).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or len(s) == 0:
+        raise ValueError(f"decide: expected scores of shape (n,) with n >= 1, got shape {s.shape}")
+    if len(latlon_deg) != len(s):
+        raise ValueError(f"decide: expected one (lat, lon) per score ({len(s)}), got {len(latlon_deg)}")
+    bad = ~np.isfinite(s)
+    if bad.any():
+        raise PhotoError(
+            "rank",
+            f"the ranker gave {int(bad.sum())} of {len(s)} candidates a non-finite score "
+            f"({', '.join(sorted({str(v) for v in s[bad]}))}): expected finite scores",
+        )
+    winner = int(np.argmax(s))  # first maximum: ties go to the earliest candidate
     lat, lon = float(latlon_deg[winner, 0]), float(latlon_deg[winner, 1])
-    return _decision(lat, lon, winner, np.asarray(latlon_deg, dtype=np.float64), softmax(scores), cfg)
+    return _decision(lat, lon, winner, np.asarray(latlon_deg, dtype=np.float64), softmax(s), cfg)
 
 
 def neighbour_spread_km(latlon_deg: np.ndarray, top_k: int) -> float:

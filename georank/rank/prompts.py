@@ -11,9 +11,9 @@ turn is, in this order and with no separators (reference/GEORANKER.md):
 4. ``Negative examples: {neg1}; ...; {neg5}``, each ``latitude: {lat}, longitude: {lon}, {desc}``.
 
 Numbers print as Python prints a float; a blank description keeps its comma (``..., ?``).
-Images are snapped to multiples of 28 px within ``rank.min_pixels``/``rank.max_pixels`` and an
-aspect-ratio limit; candidate images are first re-encoded as JPEG (``rank.candidate_jpeg_quality``,
-the reference's PIL default 75). Runs on executors.
+Images are snapped to multiples of 28 px within ``rank.min_pixels``/``rank.max_pixels`` and the
+processor's aspect-ratio limit (:data:`MAX_ASPECT_RATIO`); candidate images are first re-encoded
+as JPEG (``rank.candidate_jpeg_quality``, the reference's PIL default 75). Runs on executors.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from georank.config import RankConfig
 from georank.errors import PhotoError
 
 IMAGE_FACTOR_PX = 28  # patch 14 x spatial merge 2: image sides are multiples of this
+# Qwen2-VL's image processor (transformers' smart_resize) refuses a longer/shorter side ratio over
+# this, on the image it is given; decode.max_aspect_ratio (the one configurable limit) is at most it.
+MAX_ASPECT_RATIO = 200.0
 PREFIX_TEXT = "How far is this place from latitude:"  # shared by every candidate of one query
 
 
@@ -117,7 +120,9 @@ def snap_size(
 ) -> tuple[int, int]:
     """(width, height) snapped to multiples of 28 within [min_pixels, max_pixels], as the reference's
     ``smart_resize``: sides rounded to the nearest multiple, then scaled down (floor) or up (ceil)
-    keeping the aspect ratio. Raises :class:`PhotoError` ("rank") over ``max_aspect_ratio``."""
+    keeping the aspect ratio. Raises :class:`PhotoError` ("rank") when the image's ratio, or the
+    snapped size's (rounding a short side of 42 or 70 px to 56 can push it over), is over
+    ``max_aspect_ratio``: the processor would refuse the snapped image inside the scorer."""
     f = IMAGE_FACTOR_PX
     if min(width_px, height_px) < 1:
         raise PhotoError("rank", f"image has no pixels: expected width and height >= 1, got {width_px}x{height_px}")
@@ -136,6 +141,13 @@ def snap_size(
         beta = math.sqrt(min_pixels / (height_px * width_px))
         h_bar = math.ceil(height_px * beta / f) * f
         w_bar = math.ceil(width_px * beta / f) * f
+    snapped_ratio = max(w_bar, h_bar) / min(w_bar, h_bar)
+    if snapped_ratio > max_aspect_ratio:
+        raise PhotoError(
+            "rank",
+            f"aspect ratio {snapped_ratio:.1f} of a {width_px}x{height_px} image snapped to {w_bar}x{h_bar} for the "
+            f"ranker: expected <= {max_aspect_ratio:g}",
+        )
     return w_bar, h_bar
 
 
@@ -159,7 +171,7 @@ def prepare_image(image: PIL.Image.Image, cfg: RankConfig, *, is_candidate: bool
         image.height,
         min_pixels=cfg.min_pixels,
         max_pixels=cfg.max_pixels,
-        max_aspect_ratio=cfg.max_aspect_ratio,
+        max_aspect_ratio=MAX_ASPECT_RATIO,
     )
     if (w, h) != image.size:
         image = image.resize((w, h), resample=PIL.Image.Resampling.BICUBIC)

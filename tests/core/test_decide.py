@@ -48,3 +48,19 @@ def test_skipped_decision_top1_or_centre() -> None:
     assert (top1.lat_deg, top1.lon_deg) == PARIS and top1.confidence == pytest.approx(1.0)
     centre = decide_skipped(pts, SkipConfig(take="centre"), DecideConfig())
     assert geodesic_km(centre.lat_deg, centre.lon_deg, *PARIS) < 2.0 and centre.winner == -1
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_are_refused_not_picked(bad: float) -> None:
+    """A NaN was argmax's winner (NaN confidence); inf took all the softmax mass. Now: a rank error."""
+    from georank.errors import PhotoError
+
+    latlon = np.array([PARIS, LYON, TOKYO])
+    with pytest.raises(PhotoError, match=r"^rank: the ranker gave 1 of 3 candidates a non-finite score \((nan|inf|-inf)\): expected finite scores$") as err:
+        decide(np.array([1.0, bad, 0.5], dtype=np.float32), latlon, DecideConfig())
+    assert err.value.stage == "rank"
+
+
+def test_scores_and_candidates_must_match() -> None:
+    with pytest.raises(ValueError, match=r"expected one \(lat, lon\) per score \(2\), got 3"):
+        decide(np.array([1.0, 2.0]), np.array([PARIS, LYON, TOKYO]), DecideConfig())
