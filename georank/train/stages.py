@@ -74,8 +74,10 @@ def train_lora(
     steps: int | None = None,
     head_weight: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
+    processor: Any = None,
 ) -> tuple[LoopResult, Any]:
-    """LoRA + head training; returns the loop's result and the PEFT model (adapter written to ``out_dir``)."""
+    """LoRA + head training; returns the loop's result and the PEFT model (adapter written to
+    ``out_dir``). ``processor``: the base model's processor when already loaded."""
     from georank.rank.tokenizer import load_processor
     from georank.train.batch import GroupScorer
     from georank.train.model import build_trainable, head_parameters, lora_parameters, save_adapter
@@ -83,7 +85,7 @@ def train_lora(
     t = cfg.train
     rank, world = _distributed()
     peft_model, ranker = build_trainable(Path(base_dir), t, head_weight=head_weight)
-    processor = load_processor(Path(base_dir), min_pixels=cfg.rank.min_pixels, max_pixels=cfg.rank.max_pixels)
+    processor = processor or load_processor(Path(base_dir), min_pixels=cfg.rank.min_pixels, max_pixels=cfg.rank.max_pixels)
     groups = [
         {"params": lora_parameters(peft_model), "lr": t.lr},
         {"params": head_parameters(peft_model), "lr": t.head_lr or t.lr},

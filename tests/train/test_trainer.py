@@ -1,0 +1,151 @@
+"""The trainer on the tiny world: training data as a versioned Delta table, an adapter that the
+geotag job's loader and PEFT's own loader both load with equal scores, and resume after a crash."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from support import tiny_conf
+
+from georank.config import GeorankConfig, load_config
+
+TRAIN = ["train.grouping=spread", "train.queries_per_step=1", "train.log_every=1", "train.head_lr=0.01", "train.lr=0.001"]
+
+
+def _cfg(world: Path, tmp: Path, *extra: str) -> GeorankConfig:
+    return load_config(tiny_conf(world, tmp / "train.yaml"), [*TRAIN, *extra])
+
+
+@pytest.fixture(scope="module")
+def groups(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from georank.train.build import build_training_data
+
+    tmp = tmp_path_factory.mktemp("train-groups")
+    cfg = _cfg(tiny_world, tmp)
+    out = str(tmp / "groups")
+    summary = build_training_data(cfg, mode="error", out_uri=out, n_queries=24)
+    assert summary["table_version"] == 0 and summary["groups"] == 24
+    return out
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_world: Path) -> Any:
+    from georank.rank.tokenizer import load_processor
+
+    return load_processor(tiny_world / "models" / "ranker" / "base", min_pixels=4 * 28 * 28, max_pixels=50176)
+
+
+def test_training_data_is_a_versioned_delta_table(tiny_world: Path, groups: str, tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from georank.errors import WriteError
+    from georank.schema import TRAINING_GROUPS
+    from georank.train.build import build_training_data
+
+    table = DeltaTable(groups).to_pyarrow_table()
+    assert table.schema.names == TRAINING_GROUPS.names
+    assert table.schema.field("group_dist_km").type == TRAINING_GROUPS.field("group_dist_km").type
+    for row in table.to_pylist():
+        assert row["query_id"] not in row["neighbour_id"] and row["query_id"] not in row["group_id"]
+        assert len(row["neighbour_id"]) == 20 and len(row["group_id"]) == 5
+        assert min(row["group_dist_km"]) == row["group_dist_km"][0]  # spread: the nearest gallery photo first
+    cfg = _cfg(tiny_world, tmp_path)
+    with pytest.raises(WriteError, match="exists"):
+        build_training_data(cfg, mode="error", out_uri=groups, n_queries=3)
+
+
+def _queries(cfg: GeorankConfig, groups: str, n: int) -> list[Any]:
+    from deltalake import DeltaTable
+
+    from georank.decode import decode_image
+    from georank.io import PhotoReader
+    from georank.train.dataset import row_to_query
+
+    reader = PhotoReader(cfg.s3)
+    out = []
+    for row in DeltaTable(groups).to_pyarrow_table().slice(0, n).to_pylist():
+        images = [decode_image(reader.read(u), cfg.decode) for u in [row["query_uri"], *row["group_uri"]]]
+        out.append(row_to_query(row, images, negatives_from=15, negatives_count=5))
+    return out
+
+
+def test_adapter_loads_in_the_geotag_job_and_through_peft_with_equal_scores(
+    tiny_world: Path, groups: str, processor: Any, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    from georank.rank.checkpoint import load_backbone
+    from georank.rank.model import GeoRankerModel
+    from georank.rank.scorer import Scorer, build_scorer
+    from georank.train.stages import train_lora
+
+    cfg = _cfg(tiny_world, tmp_path, "train.steps=3")
+    base = tiny_world / "models" / "ranker" / "base"
+    adapter = tmp_path / "adapter"
+    train_lora(cfg, base_dir=base, data_uri=groups, out_dir=adapter, checkpoint_dir=None, processor=processor)
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    assert "base_model.model.value_head.weight" in saved
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in saved.items())  # trained: B moved off PEFT's zeros
+    assert (adapter / "adapter_config.json").read_text().count('"value_head"') == 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the geotag job's loader: strict, and silent
+        ours = build_scorer(base, adapter, cfg.rank)
+
+    model = GeoRankerModel(load_backbone(base, device="cpu", dtype="float32", attn_implementation="sdpa"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+    assert not [w for w in caught if "key" in str(w.message).lower()], [str(w.message) for w in caught]
+    result = set_peft_model_state_dict(peft_model, load_peft_weights(str(adapter)))
+    # every LoRA tensor and the head's trained copy loaded (the frozen original head is not in an adapter)
+    assert not [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k], result.missing_keys
+    assert not result.unexpected_keys
+    head = peft_model.base_model.model.value_head.modules_to_save["default"].weight
+    assert torch.equal(head.detach(), saved["base_model.model.value_head.weight"])
+    peft_model.eval()
+    theirs = Scorer(peft_model.base_model.model, ours.processor, cfg.rank)
+
+    queries = _queries(cfg, groups, 2)
+    a, b = ours.score_per_pair(queries), theirs.score_per_pair(queries)
+    for x, y in zip(a, b):
+        assert torch.allclose(torch.from_numpy(x), torch.from_numpy(y), atol=1e-5), (x, y)
+    assert float(abs(a[0] - a[0].mean()).max()) > 0  # candidates score differently (not a constant head)
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(
+    tiny_world: Path, groups: str, processor: Any, tmp_path: Path
+) -> None:
+    """Tolerance: 1e-6 on every adapter tensor (CPU float32 with one thread: in practice identical)."""
+    from georank.train.loop import StopTraining
+    from georank.train.stages import train_lora
+
+    torch.set_num_threads(1)
+    cfg = _cfg(tiny_world, tmp_path, "train.steps=4", "train.checkpoint_every=2", "train.grad_accum=2")
+    base = tiny_world / "models" / "ranker" / "base"
+    whole, _ = train_lora(cfg, base_dir=base, data_uri=groups, out_dir=tmp_path / "a", checkpoint_dir=tmp_path / "ca",
+                          processor=processor)
+    assert whole.resumed_from is None and whole.steps == 4
+
+    def crash(step: int) -> None:
+        if step == 3:  # after the checkpoint at step 2, mid-way to the next one
+            raise StopTraining("simulated crash")
+
+    with pytest.raises(StopTraining):
+        train_lora(cfg, base_dir=base, data_uri=groups, out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
+                   on_step=crash, processor=processor)
+    assert not (tmp_path / "b").exists()
+    again, _ = train_lora(cfg, base_dir=base, data_uri=groups, out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
+                          processor=processor)
+    assert again.resumed_from is not None and again.resumed_from.endswith("step-00000002")
+    assert again.groups == 4  # only steps 3 and 4 ran (2 micro-batches of 1 group each)
+    a, b = load_file(str(tmp_path / "a" / "adapter_model.safetensors")), load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
