@@ -124,6 +124,11 @@ PREDICTIONS = pa.schema(
             "Retrieved candidates left out because their gallery image could not be read, decoded or sized for the ranker",
         ),
         _f("top_candidates", pa.list_(CANDIDATE_STRUCT), "Best candidates, best first, with scores and sources"),
+        _f(
+            "winning_source",
+            pa.string(),
+            "Source of the predicted candidate: retrieved | generated | prototype (retrieved when the ranker was skipped)",
+        ),
         _f("model_version", pa.string(), "Ranker base model version"),
         _f("adapter_version", pa.string(), "Ranker LoRA adapter version"),
         _f("embed_version", pa.string(), "Query/gallery embedder version"),
