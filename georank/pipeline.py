@@ -1,20 +1,24 @@
 """The nightly geotag pipeline as a Spark-free core over Arrow tables.
 
-    PHOTOS --decode_photos--> DECODED --embed_photos--> (photo_id, embedding)
-           --search_neighbours--> NEIGHBOURS --rank_and_decide--> RESULTS
+    PHOTOS --decode_photos--> DECODED --embed_isolated--> (photo_id, embedding)
+           --retrieve_isolated--> NEIGHBOURS --rank_and_decide (georank.ranking)--> RESULTS
 
 :func:`geotag_partition` runs every step after decoding on one partition (the
 bare core loop, also used by the benchmark); the Spark layer
 (:mod:`georank.spark.geotag`) calls these same functions inside ``mapInArrow``.
 Every function here runs on executors; models and index shards come from the
 per-worker cache (:mod:`georank.resources`). A photo that cannot be used becomes
-a row with ``error_stage``/``error_reason``; nothing is dropped.
+a row with ``error_stage``/``error_reason``; nothing is dropped. After decoding, a
+batch call that raises is repeated photo by photo (:mod:`georank.isolation`), so only
+the culprit becomes an error row; run-level errors (a wrong checkpoint or index) still
+stop the run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 
 from georank import schema as S
-from georank.candidates import PhotoCandidates, from_neighbours
 from georank.config import GeorankConfig
-from georank.decide import decide, decide_skipped, should_skip
 from georank.decode import decode_image, rgb_from_bytes, rgb_to_bytes
 from georank.errors import PhotoError
 from georank.io import PhotoReader
+from georank.isolation import Failure, per_item
+from georank.ranking import rank_and_decide, results_table
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +94,40 @@ def _images(decoded: pa.Table) -> list[Any]:
 
 
 def embed_photos(decoded: pa.Table, cfg: GeorankConfig) -> tuple[np.ndarray, str]:
-    """Query embeddings ``(n, d)`` float32 (L2-normalised) of decoded photos, and the embedder version."""
+    """Query embeddings ``(n, d)`` float32 (L2-normalised) of decoded photos, and the embedder version.
+    One batch call: an exception fails them all (:func:`embed_isolated` isolates the culprit)."""
     from georank.embed import get_embedder
 
     embedder = get_embedder(cfg)
     if decoded.num_rows == 0:
         return np.zeros((0, 0), dtype=np.float32), embedder.version
     return embedder.embed(_images(decoded)), embedder.version
+
+
+def _embed_rows(embedder: Any, images: Sequence[Any]) -> list[np.ndarray]:
+    """One embedding ``(d,)`` per image; a row with NaN/inf is an embed failure of that photo."""
+    emb = np.asarray(embedder.embed(list(images)), dtype=np.float32)
+    if len(images) == 1 and not np.isfinite(emb).all():
+        raise PhotoError("embed", "the image encoder gave a non-finite embedding (NaN or inf): expected finite values")
+    if not np.isfinite(emb).all():
+        raise ValueError("non-finite embedding in the batch")  # per_item retries one photo at a time
+    return list(emb)
+
+
+def embed_isolated(decoded: pa.Table, cfg: GeorankConfig, run: RunInfo) -> tuple[pa.Table, np.ndarray, str, pa.Table]:
+    """DECODED (rows without errors) -> (the photos embedded, their embeddings ``(n, d)`` float32,
+    the embedder version, RESULTS error rows with stage ``embed`` for the others).
+
+    The batch is embedded at once; if that raises, one photo at a time, so only the culprit
+    fails. Loading the encoder and run-level errors still raise (they are everyone's problem)."""
+    from georank.embed import get_embedder
+
+    embedder = get_embedder(cfg)
+    out = per_item(_images(decoded), lambda imgs: _embed_rows(embedder, imgs), what="the image encoder", stage="embed")
+    ok = [i for i, r in enumerate(out) if not isinstance(r, Failure)]
+    vectors = [r for r in out if not isinstance(r, Failure)]
+    emb = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
+    return decoded.take(ok), emb, embedder.version, _failures_table(decoded, out, run)
 
 
 def search_neighbours(
@@ -129,138 +160,40 @@ def search_neighbours(
     return pa.Table.from_batches([search(cfg, emb, k=cfg.retrieve.k, manifest=manifest).to_batch(photo_ids)])
 
 
-# ----------------------------------------------------------------------------- rank + decide
+def retrieve_isolated(
+    decoded: pa.Table, emb: np.ndarray, cfg: GeorankConfig, run: RunInfo, *, embed_version: str
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(the photos retrieved, their NEIGHBOURS in the same order, RESULTS error rows with stage
+    ``retrieve``): one search for the batch, one per photo if that raises; a photo whose search
+    returns no neighbour is an error row too. Run-level errors (a wrong index) still raise."""
+    ids = decoded.column("photo_id").to_pylist()
+
+    def search_rows(idx: Sequence[int]) -> list[dict[str, Any]]:
+        rows = search_neighbours(
+            [ids[i] for i in idx], emb[list(idx)], cfg, embed_version=embed_version, manifest_dict=run.index_manifest
+        ).to_pylist()
+        if len(idx) == 1 and rows and not rows[0]["gallery_id"]:
+            raise PhotoError("retrieve", "the gallery index returned no neighbour for this photo")
+        if any(not r["gallery_id"] for r in rows):
+            raise ValueError("a photo got no neighbour")  # per_item retries one photo at a time
+        return rows
+
+    out = per_item(list(range(len(ids))), search_rows, what="the index search", stage="retrieve")
+    ok = [i for i, r in enumerate(out) if not isinstance(r, Failure)]
+    neighbours = pa.Table.from_pylist([out[i] for i in ok], schema=S.NEIGHBOURS)
+    return decoded.take(ok), neighbours, _failures_table(decoded, out, run)
 
 
-def _candidate_image(uri: str | None, cfg: GeorankConfig, cache: dict[str, Any], reader: PhotoReader) -> Any:
-    if not uri:
-        return None
-    if uri not in cache:
-        try:
-            cache[uri] = decode_image(reader.read(uri), cfg.decode)
-        except PhotoError as err:
-            log.warning("gallery image %s unusable (%s): the candidate is dropped", uri, err)
-            cache[uri] = None
-    return cache[uri]
-
-
-def _candidate_struct(c: Any, score: float | None) -> dict[str, Any]:
-    return {
-        "source": c.source,
-        "gallery_id": c.gallery_id,
-        "lat_deg": c.lat_deg,
-        "lon_deg": c.lon_deg,
-        "score": None if score is None else float(score),
-    }
-
-
-def rank_and_decide(
-    decoded: pa.Table, neighbours: pa.Table, cfg: GeorankConfig, run: RunInfo, *, embed_version: str
-) -> pa.Table:
-    """DECODED (rows without errors) + NEIGHBOURS (same photo order) -> RESULTS.
-
-    Photos whose neighbours agree are decided without the ranker (skip rule); the rest
-    are scored in batches of ``rank.photos_per_batch`` with the shared-prefix scorer.
-    """
-    from georank.rank import RankCandidate, RankQuery, get_scorer
-
-    scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)
-    rows = decoded.select(["photo_id", "uri", "rgb", "width_px", "height_px"]).to_pylist()
-    neigh = neighbours.to_pylist()
-    if [r["photo_id"] for r in rows] != [n["photo_id"] for n in neigh]:
-        raise ValueError("rank_and_decide: expected neighbours in the same photo order as the decoded photos")
-    out: list[dict[str, Any]] = []
-    to_rank: list[tuple[dict[str, Any], PhotoCandidates, list[Any], list[Any]]] = []
-    image_cache: dict[str, Any] = {}
-    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)  # one S3 client for every candidate image
-    base = {
-        "model_version": scorer.model_version,
-        "adapter_version": scorer.adapter_version,
-        "embed_version": embed_version,
-        "run_id": run.run_id,
-        "run_date": run.run_date,
-        "error_stage": None,
-        "error_reason": None,
-    }
-    for row, nrow in zip(rows, neigh):
-        pc = from_neighbours(nrow, cfg)
-        common = {**base, "photo_id": row["photo_id"], "uri": row["uri"], "index_version": nrow["index_version"]}
-        latlon = np.asarray(pc.neighbour_latlon_deg, dtype=np.float64)
-        if should_skip(latlon, cfg.skip):
-            d = decide_skipped(latlon, cfg.skip, cfg.decide)
-            top = pc.candidates[: cfg.decide.top_candidates]
-            out.append(
-                {
-                    **common,
-                    "lat_deg": d.lat_deg,
-                    "lon_deg": d.lon_deg,
-                    "confidence": d.confidence,
-                    "spread_km": d.spread_km,
-                    "ranker_skipped": True,
-                    "n_candidates": len(pc.candidates),
-                    "top_candidates": [_candidate_struct(c, None) for c in top],
-                }
-            )
-            continue
-        usable, images = [], []
-        for c in pc.candidates:
-            img = _candidate_image(c.image_uri, cfg, image_cache, reader) if c.source == "retrieved" else None
-            if c.source == "retrieved" and img is None:
-                continue
-            usable.append(c)
-            images.append(img)
-        if not usable:
-            out.append(
-                {
-                    **common,
-                    "error_stage": "rank",
-                    "error_reason": "no usable candidate: every neighbour's gallery image failed to load",
-                }
-            )
-            continue
-        to_rank.append((common, pc, usable, images))
-
-    def flush(batch: list[tuple[dict[str, Any], PhotoCandidates, list[Any], list[Any]]]) -> None:
-        queries = []
-        for common, pc, usable, images in batch:
-            idx = rows_by_id[common["photo_id"]]
-            query_image = rgb_from_bytes(rows[idx]["rgb"], rows[idx]["width_px"], rows[idx]["height_px"])
-            queries.append(
-                RankQuery(
-                    image=query_image,
-                    candidates=[RankCandidate(c.lat_deg, c.lon_deg, c.description, img) for c, img in zip(usable, images)],
-                    negatives=[RankCandidate(n.lat_deg, n.lon_deg, n.description, None) for n in pc.negatives],
-                )
-            )
-        for (common, _pc, usable, _images), scores in zip(batch, scorer.score(queries)):
-            latlon = np.array([[c.lat_deg, c.lon_deg] for c in usable], dtype=np.float64)
-            d = decide(np.asarray(scores), latlon, cfg.decide)
-            order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[: cfg.decide.top_candidates]
-            out.append(
-                {
-                    **common,
-                    "lat_deg": d.lat_deg,
-                    "lon_deg": d.lon_deg,
-                    "confidence": d.confidence,
-                    "spread_km": d.spread_km,
-                    "ranker_skipped": False,
-                    "n_candidates": len(usable),
-                    "top_candidates": [_candidate_struct(usable[i], scores[i]) for i in order],
-                }
-            )
-
-    rows_by_id = {r["photo_id"]: i for i, r in enumerate(rows)}
-    if to_rank:
-        log.info("ranking %d of %d photos (the others: skip rule or no usable candidate)", len(to_rank), len(rows))
-    step = cfg.rank.photos_per_batch
-    for start in range(0, len(to_rank), step):
-        flush(to_rank[start : start + step])
-    return _results_table(out)
-
-
-def _results_table(rows: list[dict[str, Any]]) -> pa.Table:
-    full = [{name: r.get(name) for name in S.RESULTS.names} for r in rows]
-    return pa.Table.from_pylist(full, schema=S.RESULTS)
+def _failures_table(decoded: pa.Table, out: Sequence[Any], run: RunInfo) -> pa.Table:
+    """RESULTS error rows for the rows of ``decoded`` whose ``out`` is a :class:`Failure`."""
+    rows = decoded.select(["photo_id", "uri"]).to_pylist()
+    return results_table(
+        [
+            {**r, "run_id": run.run_id, "run_date": run.run_date, "error_stage": f.stage, "error_reason": f.reason}
+            for r, f in zip(rows, out)
+            if isinstance(f, Failure)
+        ]
+    )
 
 
 def error_results(decoded_errors: pa.Table, run: RunInfo) -> pa.Table:
@@ -276,12 +209,13 @@ def error_results(decoded_errors: pa.Table, run: RunInfo) -> pa.Table:
         }
         for r in decoded_errors.select(["photo_id", "uri", "error_stage", "error_reason"]).to_pylist()
     ]
-    return _results_table(rows)
+    return results_table(rows)
 
 
 def geotag_partition(decoded: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa.Table:
     """DECODED -> RESULTS for one partition: embed, retrieve (shards held by this worker),
-    candidates, skip rule, rank, decide. Rows that already failed pass through as errors."""
+    candidates, skip rule, rank, decide. Rows that already failed pass through as errors; a
+    photo that fails at any later step becomes its own error row (the others go on)."""
     import pyarrow.compute as pc
 
     failed = pc.is_valid(decoded.column("error_stage"))
@@ -289,10 +223,12 @@ def geotag_partition(decoded: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa.
     good = decoded.filter(pc.invert(failed))
     parts = [error_results(bad, run)] if bad.num_rows else []
     if good.num_rows:
-        emb, embed_version = embed_photos(good, cfg)
-        ids = good.column("photo_id").to_pylist()
-        neighbours = search_neighbours(ids, emb, cfg, embed_version=embed_version, manifest_dict=run.index_manifest)
-        parts.append(rank_and_decide(good, neighbours, cfg, run, embed_version=embed_version))
+        embedded, emb, embed_version, embed_errors = embed_isolated(good, cfg, run)
+        retrieved, neighbours, retrieve_errors = retrieve_isolated(embedded, emb, cfg, run, embed_version=embed_version)
+        parts += [embed_errors, retrieve_errors]
+        if retrieved.num_rows:
+            parts.append(rank_and_decide(retrieved, neighbours, cfg, run, embed_version=embed_version))
+    parts = [p for p in parts if p.num_rows]
     if not parts:
         return S.RESULTS.empty_table()
     return pa.concat_tables(parts)

@@ -1,0 +1,232 @@
+"""Rank and decide for one batch of photos: candidates, skip rule, the ranker, the decision.
+
+Called by :func:`georank.pipeline.geotag_partition` (and the sharded placement's rank stage) on
+DECODED rows and their NEIGHBOURS. Every failure of one photo is that photo's error row; a
+candidate whose gallery image is unusable is dropped and counted (``n_candidates_dropped``).
+Runs on executors; the ranker comes from the per-worker cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from georank import schema as S
+from georank.candidates import PhotoCandidates, from_neighbours
+from georank.config import GeorankConfig
+from georank.decide import decide, decide_skipped, should_skip
+from georank.decode import decode_image, rgb_from_bytes
+from georank.errors import PhotoError
+from georank.io import PhotoReader
+from georank.isolation import Failure, is_run_level, per_item, reason_of, stage_of
+
+if TYPE_CHECKING:
+    from georank.pipeline import RunInfo
+
+log = logging.getLogger(__name__)
+
+
+def _candidate_image(
+    uri: str | None, cfg: GeorankConfig, cache: dict[str, tuple[Any, str | None]], reader: PhotoReader
+) -> tuple[Any, str | None]:
+    """(the gallery image behind a candidate, None) or (None, why it is unusable): unreadable,
+    undecodable (the same decode_image and limits as the photos) or a size the ranker refuses.
+    Cached per batch by URI."""
+    if not uri:
+        return None, "the gallery row has no image URI"
+    if uri not in cache:
+        try:
+            img = decode_image(reader.read(uri), cfg.decode)
+            _check_rankable(img, cfg)
+            cache[uri] = (img, None)
+        except Exception as exc:  # noqa: BLE001  # any failure of one gallery image drops that candidate only
+            if is_run_level(exc):
+                raise
+            why = reason_of(exc, "reading the gallery image")
+            log.warning("gallery image %s unusable (%s): the candidate is dropped", uri, why)
+            cache[uri] = (None, why)
+    return cache[uri]
+
+
+def _check_rankable(img: Any, cfg: GeorankConfig) -> None:
+    """PhotoError("rank", ...) when the ranker's own resize (multiples of 28 within rank.min_pixels /
+    rank.max_pixels) would give a size its image processor refuses: found here, before scoring."""
+    from georank.rank.prompts import MAX_ASPECT_RATIO, snap_size
+
+    snap_size(img.width, img.height, min_pixels=cfg.rank.min_pixels, max_pixels=cfg.rank.max_pixels,
+              max_aspect_ratio=MAX_ASPECT_RATIO)
+
+
+def _candidate_struct(c: Any, score: float | None) -> dict[str, Any]:
+    return {
+        "source": c.source,
+        "gallery_id": c.gallery_id,
+        "lat_deg": c.lat_deg,
+        "lon_deg": c.lon_deg,
+        "score": None if score is None else float(score),
+    }
+
+
+@dataclass
+class _ToRank:
+    """One photo waiting for the ranker: its row's common columns, candidates and their images."""
+
+    common: dict[str, Any]
+    pc: PhotoCandidates
+    usable: list[Any]  # Candidate, in candidate order (unusable gallery images left out)
+    images: list[Any]  # PIL image per usable candidate (None for generated ones)
+    n_dropped: int
+    query: Any = None  # RankQuery, built just before scoring
+
+
+def _prediction(common: dict[str, Any], d: Any, *, skipped: bool, n: int, n_dropped: int, top: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        **common,
+        "lat_deg": d.lat_deg,
+        "lon_deg": d.lon_deg,
+        "confidence": d.confidence,
+        "spread_km": d.spread_km,
+        "ranker_skipped": skipped,
+        "n_candidates": n,
+        "n_candidates_dropped": n_dropped,
+        "top_candidates": top,
+    }
+
+
+def _error(common: dict[str, Any], exc: BaseException, *, stage: str, what: str) -> dict[str, Any]:
+    if is_run_level(exc):
+        raise exc
+    log.warning("photo %s: %s failed: %s", common["photo_id"], what, exc, exc_info=not isinstance(exc, PhotoError))
+    return {**common, "error_stage": stage_of(exc, stage), "error_reason": reason_of(exc, what)}
+
+
+def rank_and_decide(
+    decoded: pa.Table, neighbours: pa.Table, cfg: GeorankConfig, run: RunInfo, *, embed_version: str
+) -> pa.Table:
+    """DECODED (rows without errors) + NEIGHBOURS (same photo order) -> RESULTS.
+
+    Photos whose neighbours agree are decided without the ranker (skip rule); the rest
+    are scored in batches of ``rank.photos_per_batch`` with the shared-prefix scorer. Every
+    failure of one photo (its candidates, its image's size for the ranker, scoring, a NaN/inf
+    score, deciding) is that photo's error row; a batch that fails is scored again photo by
+    photo. A candidate whose gallery image is unusable is dropped and counted
+    (``n_candidates_dropped``). Loading the ranker and run-level errors still raise.
+    """
+    from georank.rank import get_scorer
+
+    scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)
+    rows = decoded.select(["photo_id", "uri", "rgb", "width_px", "height_px"]).to_pylist()
+    neigh = neighbours.to_pylist()
+    if [r["photo_id"] for r in rows] != [n["photo_id"] for n in neigh]:
+        raise ValueError("rank_and_decide: expected neighbours in the same photo order as the decoded photos")
+    out: list[dict[str, Any]] = []
+    to_rank: list[_ToRank] = []
+    image_cache: dict[str, tuple[Any, str | None]] = {}
+    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)  # one S3 client for every candidate image
+    base = {
+        "model_version": scorer.model_version,
+        "adapter_version": scorer.adapter_version,
+        "embed_version": embed_version,
+        "run_id": run.run_id,
+        "run_date": run.run_date,
+        "error_stage": None,
+        "error_reason": None,
+    }
+    for row, nrow in zip(rows, neigh):
+        common = {**base, "photo_id": row["photo_id"], "uri": row["uri"], "index_version": nrow["index_version"]}
+        try:
+            pc = from_neighbours(nrow, cfg)
+        except Exception as exc:  # noqa: BLE001
+            out.append(_error(common, exc, stage="retrieve", what="building the candidates from the neighbours"))
+            continue
+        item = _prepare(common, row, pc, cfg, image_cache, reader, out)
+        if item is not None:
+            to_rank.append(item)
+
+    if to_rank:
+        log.info("ranking %d of %d photos (the others: skip rule or an error)", len(to_rank), len(rows))
+    step = cfg.rank.photos_per_batch
+    for start in range(0, len(to_rank), step):
+        batch = to_rank[start : start + step]
+        scored = per_item([t.query for t in batch], scorer.score, what="the ranker", stage="rank")
+        for item, scores in zip(batch, scored):
+            out.append(_decide_ranked(item, scores, cfg))
+    return results_table(out)
+
+
+def _prepare(
+    common: dict[str, Any],
+    row: dict[str, Any],
+    pc: PhotoCandidates,
+    cfg: GeorankConfig,
+    image_cache: dict[str, tuple[Any, str | None]],
+    reader: PhotoReader,
+    out: list[dict[str, Any]],
+) -> _ToRank | None:
+    """Skip rule (a prediction row into ``out``), or the photo's query for the ranker (None when
+    it became an error row)."""
+    from georank.rank import RankCandidate, RankQuery
+
+    latlon = np.asarray(pc.neighbour_latlon_deg, dtype=np.float64)
+    try:
+        if should_skip(latlon, cfg.skip):
+            d = decide_skipped(latlon, cfg.skip, cfg.decide)
+            top = [_candidate_struct(c, None) for c in pc.candidates[: cfg.decide.top_candidates]]
+            out.append(_prediction(common, d, skipped=True, n=len(pc.candidates), n_dropped=0, top=top))
+            return None
+    except Exception as exc:  # noqa: BLE001
+        out.append(_error(common, exc, stage="decide", what="the skip rule"))
+        return None
+    usable, images, why_dropped = [], [], []
+    for c in pc.candidates:
+        img, why = _candidate_image(c.image_uri, cfg, image_cache, reader) if c.source == "retrieved" else (None, None)
+        if why is not None:
+            why_dropped.append(why)
+            continue
+        usable.append(c)
+        images.append(img)
+    if not usable:
+        first = f" (first: {why_dropped[0]})" if why_dropped else ""
+        reason = f"no usable candidate: the gallery images of all {len(pc.candidates)} candidates are unusable{first}"
+        out.append({**common, "error_stage": "rank", "error_reason": reason_of(PhotoError("rank", reason), "")})
+        return None
+    try:
+        query_image = rgb_from_bytes(row["rgb"], row["width_px"], row["height_px"])
+        _check_rankable(query_image, cfg)
+        query = RankQuery(
+            image=query_image,
+            candidates=[RankCandidate(c.lat_deg, c.lon_deg, c.description, img) for c, img in zip(usable, images)],
+            negatives=[RankCandidate(n.lat_deg, n.lon_deg, n.description, None) for n in pc.negatives],
+        )
+    except Exception as exc:  # noqa: BLE001
+        out.append(_error(common, exc, stage="rank", what="preparing the photo for the ranker"))
+        return None
+    return _ToRank(common, pc, usable, images, len(why_dropped), query)
+
+
+def _decide_ranked(item: _ToRank, scores: Any, cfg: GeorankConfig) -> dict[str, Any]:
+    """The prediction row of a scored photo, or its error row (scoring failed, wrong number of
+    scores, a NaN/inf score, or deciding failed)."""
+    if isinstance(scores, Failure):
+        return {**item.common, "error_stage": scores.stage, "error_reason": scores.reason}
+    try:
+        s = np.asarray(scores, dtype=np.float64)
+        if s.shape != (len(item.usable),):
+            raise PhotoError("rank", f"the ranker returned {s.shape} scores: expected ({len(item.usable)},), one per candidate")
+        latlon = np.array([[c.lat_deg, c.lon_deg] for c in item.usable], dtype=np.float64)
+        d = decide(s, latlon, cfg.decide)  # refuses NaN/inf (PhotoError, stage rank)
+        order = np.argsort(-s, kind="stable")[: cfg.decide.top_candidates]
+        top = [_candidate_struct(item.usable[i], s[i]) for i in order]
+        return _prediction(item.common, d, skipped=False, n=len(item.usable), n_dropped=item.n_dropped, top=top)
+    except Exception as exc:  # noqa: BLE001
+        return _error(item.common, exc, stage="decide", what="deciding")
+
+
+
+def results_table(rows: list[dict[str, Any]]) -> pa.Table:
+    full = [{name: r.get(name) for name in S.RESULTS.names} for r in rows]
+    return pa.Table.from_pylist(full, schema=S.RESULTS)
