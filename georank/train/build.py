@@ -123,4 +123,23 @@ def build_training_data(
     }
 
 
-__all__ = ["build_training_data", "read_table", "with_descriptions", "write_groups"]
+
+
+def build_georanking_data(
+    cfg: GeorankConfig, *, uri: str, images_root: str | None, mode: Literal["error", "overwrite"] = "error"
+) -> dict[str, Any]:
+    """The published GeoRanking parquet as ``train.data`` (position 0 of each ref list skipped)."""
+    from georank.errors import ConfigError
+    from georank.train.groups import read_georanking
+
+    root = images_root or cfg.train.georanking_images
+    if not root:
+        raise ConfigError("config key 'train.georanking_images': expected the folder of the GeoRanking images, got none")
+    table, version = read_table(cfg.resolve(uri))
+    groups = read_georanking(table, images_root=cfg.resolve(root), group_size=cfg.train.group_size, source_version=version)
+    out = cfg.resolve(cfg.train.data)
+    return {"training_data": out, "table_version": write_groups(groups, out, mode=mode), "groups": groups.num_rows,
+            "grouping": "georanking", "source_version": version}
+
+
+__all__ = ["build_georanking_data", "build_training_data", "read_table", "with_descriptions", "write_groups"]
