@@ -1,10 +1,12 @@
 """The embedded demo (driver side, Spark-free): make sure the demo world, tiny models and
-gallery index exist, building each only when missing or stale.
+gallery index exist, building each only when missing or stale, and (when configured) train the
+demo ranker (:mod:`georank.train.demo`).
 
 Called by jobs when ``demo.ensure`` is true (conf/local.yaml) and by the tests. The
 pieces: the synthetic photos (:mod:`georank.demo`); a tiny CLIP and a tiny GeoRanker
 of the real architectures with RANDOM weights (no CLIP or VLM weights ship in any
-package, so the demo's predictions show the machinery, not accuracy); and the gallery
+package); the ranker is then trained on the demo gallery when ``demo.train_*_steps`` say so
+(conf/local.yaml does; the tests' tiny world does not); and the gallery
 index, built with the same core functions the index job runs on executors
 (:func:`georank.index.prepare_gallery_batch`, :func:`georank.index.build_index`).
 """
@@ -101,6 +103,13 @@ def ensure_demo(cfg: GeorankConfig) -> dict[str, Any]:
         stale = True
     if stale:
         summary["index"] = build_gallery_index(cfg, pq.read_table(world.gallery_table), gallery_version=world.world_id)
+    # The demo ranker trained on groups from the demo gallery (never demo/queries), once per world
+    # and settings (demo.train_warmup_steps / demo.train_ranker_steps; 0 and 0: the random ranker).
+    from georank.train.demo import ensure_trained_ranker
+
+    trained = ensure_trained_ranker(cfg, world.world_id)
+    if trained is not None:
+        summary["ranker_trained"] = trained
     return summary
 
 
