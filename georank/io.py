@@ -7,6 +7,7 @@ can write an error row instead of crashing the task. Runs on executors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -90,34 +91,99 @@ class PhotoReader:
 
 
 def list_images(folder: str, s3: S3Config) -> list[str]:
-    """URIs of the image files in a local folder or under an ``s3://`` prefix, sorted.
+    """URIs of the files in a local folder (recursively) or under an ``s3://`` prefix, sorted.
 
-    Every regular file counts (a non-image with an image name must become an error
-    row, not vanish); hidden files are skipped.
+    Every regular file counts, whatever its extension or none (decode reads the format from the
+    content; a non-image becomes an error row, it does not vanish). Hidden files and anything
+    under a hidden folder (``.DS_Store``, ``._IMG_0001.JPG``, ``.thumbnails/``) are skipped. An
+    ``s3://`` prefix is a folder: ``s3://b/night`` lists ``s3://b/night/...``, not ``s3://b/night2/...``.
     """
     if folder.startswith(("s3://", "s3a://")):
         from georank.artifacts import s3_client, split_s3
 
         bucket, prefix = split_s3(folder)
+        prefix = _as_folder_prefix(prefix)
         client = s3_client(s3)
         uris: list[str] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                name = obj["Key"].rsplit("/", 1)[-1]
-                if name and not name.startswith(".") and not obj["Key"].endswith("/"):
-                    uris.append(f"s3://{bucket}/{obj['Key']}")
+                key = obj["Key"]
+                if not key.endswith("/") and not _hidden(key[len(prefix) :]):
+                    uris.append(f"s3://{bucket}/{key}")
         return sorted(uris)
-    root = Path(urlparse(folder).path if folder.startswith("file://") else folder)
+    root = _local_root(folder)
     return sorted(
-        str(p) for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
+        str(p)
+        for p in root.rglob("*")
+        if (p.is_file() or p.is_symlink()) and not _hidden(p.relative_to(root).as_posix())
     )
 
 
-def photo_id_from_uri(uri: str) -> str:
-    """The catalogue id of a photo named by its file: the file name without its extension."""
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    stem, _, _ = name.rpartition(".")
-    return stem or name
+def photo_ids(uris: Sequence[str], folder: str) -> list[str]:
+    """Catalogue ids of the photos ``uris`` listed under ``folder`` (:func:`list_images`), in order.
+
+    The id is the path relative to ``folder``, ``/``-separated, without the file's extension:
+    ``trip1/IMG_0001.JPG`` -> ``trip1/IMG_0001``, so the same camera file name in two sub-folders
+    gives two photos. Where two files of one folder share that id (``IMG_0001.JPG`` and
+    ``IMG_0001.heic``), each of them keeps its extension (``IMG_0001.JPG``, ``IMG_0001.heic``);
+    the ids are unique within the listing. Local folders and ``s3://`` prefixes alike.
+    """
+    rel = [_relative(u, folder) for u in uris]
+    if len(set(rel)) != len(rel):
+        dup = sorted({r for r in rel if rel.count(r) > 1})
+        raise ValueError(f"photo_ids: expected distinct files, got repeats of {dup[:5]}")
+    ids = [_strip_extension(r) for r in rel]
+    while True:  # a clash keeps the full relative path (always unique), until no id clashes
+        counts: dict[str, int] = {}
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+        clashing = [n for n, i in enumerate(ids) if counts[i] > 1 and ids[n] != rel[n]]
+        if not clashing:
+            return ids
+        for n in clashing:
+            ids[n] = rel[n]
 
 
-__all__ = ["PhotoReader", "read_bytes", "list_images", "photo_id_from_uri"]
+def photo_id_from_uri(uri: str, folder: str | None = None) -> str:
+    """The id of one photo file: its path relative to ``folder`` without the extension (just the
+    file name's stem without ``folder``). Use :func:`photo_ids` for a whole listing: it also
+    keeps ids unique when two files differ only by their extension."""
+    name = _relative(uri, folder) if folder is not None else uri.rstrip("/").rsplit("/", 1)[-1]
+    return _strip_extension(name)
+
+
+def _strip_extension(rel_path: str) -> str:
+    head, _, name = rel_path.rpartition("/")
+    stem, dot, _ = name.rpartition(".")
+    if not dot or not stem:  # no extension, or a name like ".x" (hidden files are not listed anyway)
+        return rel_path
+    return f"{head}/{stem}" if head else stem
+
+
+def _hidden(rel_path: str) -> bool:
+    return any(part.startswith(".") for part in rel_path.split("/") if part)
+
+
+def _as_folder_prefix(prefix: str) -> str:
+    return prefix if (not prefix or prefix.endswith("/")) else prefix + "/"
+
+
+def _local_root(folder: str) -> Path:
+    return Path(urlparse(folder).path if folder.startswith("file://") else folder)
+
+
+def _relative(uri: str, folder: str) -> str:
+    """``uri``'s path under ``folder`` (``/``-separated); ValueError when it is not under it."""
+    if folder.startswith(("s3://", "s3a://")):
+        from georank.artifacts import split_s3
+
+        f_bucket, f_prefix = split_s3(folder)
+        u_bucket, u_key = split_s3(uri)
+        prefix = _as_folder_prefix(f_prefix)
+        if u_bucket != f_bucket or not u_key.startswith(prefix):
+            raise ValueError(f"photo_ids: expected {uri} under {folder}")
+        return u_key[len(prefix) :]
+    return _local_root(uri).relative_to(_local_root(folder)).as_posix()
+
+
+__all__ = ["PhotoReader", "read_bytes", "list_images", "photo_ids", "photo_id_from_uri"]
