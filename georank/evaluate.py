@@ -11,10 +11,14 @@ Spark-free; runs on the driver (and in the notebooks).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from georank.geo import pairwise_km, valid_latlon
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
 
 THRESHOLDS_KM: tuple[float, ...] = (1.0, 25.0, 200.0, 750.0, 2500.0)
 
@@ -81,3 +85,44 @@ def accuracy(
 ) -> Accuracy:
     """``pred_latlon_deg (n, 2)`` (NaN rows = no prediction) against ``true_latlon_deg (n, 2)``."""
     return accuracy_from_errors(error_km(pred_latlon_deg, true_latlon_deg), tuple(thresholds_km))
+
+
+# ----------------------------------------------------------------------------- per method (evaluate job)
+
+
+def method_errors(preds: "pa.Table", truth: "pa.Table") -> dict[str, np.ndarray]:
+    """Per method, the error ``(n,)`` in km of every truth row, in the truth's order.
+
+    ``preds``: schema.EVAL_PREDICTIONS; ``truth``: schema.BENCHMARK. A truth row without a
+    prediction for a method (a failed photo, or no row at all) gets ``inf``: a miss everywhere.
+    A prediction for a photo that is not in the truth is refused (the join must be exact).
+    """
+    from georank.schema import EVAL_METHODS
+
+    ids = truth.column("photo_id").to_pylist()
+    pos = {pid: i for i, pid in enumerate(ids)}
+    true = np.column_stack([truth.column("lat_deg").to_numpy(), truth.column("lon_deg").to_numpy()]).astype(np.float64)
+    rows = preds.select(["photo_id", "method", "lat_deg", "lon_deg"]).to_pylist()
+    methods = [m for m in EVAL_METHODS if m in {r["method"] for r in rows}]
+    out: dict[str, np.ndarray] = {}
+    for m in methods:
+        pred = np.full((len(ids), 2), np.nan)
+        seen = np.zeros(len(ids), dtype=bool)
+        for r in rows:
+            if r["method"] != m:
+                continue
+            i = pos.get(r["photo_id"])
+            if i is None:
+                raise ValueError(f"method {m}: expected predictions only for benchmark photos, got {r['photo_id']!r}")
+            if seen[i]:
+                raise ValueError(f"method {m}: expected one prediction per photo, got two for {r['photo_id']!r}")
+            seen[i] = True
+            if r["lat_deg"] is not None and r["lon_deg"] is not None:
+                pred[i] = (r["lat_deg"], r["lon_deg"])
+        out[m] = error_km(pred, true)
+    return out
+
+
+def method_accuracy(preds: "pa.Table", truth: "pa.Table", thresholds_km: tuple[float, ...] = THRESHOLDS_KM) -> dict[str, Accuracy]:
+    """:class:`Accuracy` of each method over every truth row (see :func:`method_errors`)."""
+    return {m: accuracy_from_errors(d, thresholds_km) for m, d in method_errors(preds, truth).items()}

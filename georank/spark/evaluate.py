@@ -1,0 +1,203 @@
+"""The evaluate job's Spark layer: benchmark photos in, every method's accuracy out.
+
+Driver side: :func:`run_evaluate` reads the benchmark file, partitions its photos, runs
+:func:`georank.eval_core.evaluate_partition` in ONE ``mapInArrow`` stage (decode, embed,
+retrieve, then NN, [L]kNN, the ranker and the full method on the same neighbours), collects
+the EVAL_PREDICTIONS rows (a benchmark is thousands of rows), checks that every benchmark
+row has exactly one row per method, and computes the metrics over EVERY row on the driver.
+Outputs: the EVAL_RESULTS Delta table (``tables.eval_results``, appended once per run with an
+idempotent transaction id) and the report folder ``<evaluate.report_dir>/<run id>/``.
+
+It reads no nightly table: its predictions are its own. The closure shipped to executors
+captures only the config as a dict and the run info.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from georank import schema as S
+from georank.benchmarks import Benchmark, read_benchmark
+from georank.config import GeorankConfig, validate_config
+from georank.errors import InputError, RunError
+from georank.pipeline import RunInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+TXN_APP_ID = "georank-evaluate"  # Delta txnAppId of the evaluate job's appends
+
+
+def _evaluate_on_executors(cfg_dict: dict[str, Any], run: RunInfo) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: rebuild the config, evaluate each Arrow batch of PHOTOS."""
+
+    def run_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from georank.eval_core import evaluate_partition
+
+        if not logging.getLogger().handlers and not logging.getLogger("georank").handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger("georank").addHandler(handler)
+            logging.getLogger("georank").setLevel(logging.INFO)
+        cfg = validate_config(cfg_dict, source="config shipped to executor")
+        for batch in batches:
+            if batch.num_rows:
+                yield from evaluate_partition(pa.Table.from_batches([batch]), cfg, run).to_batches()
+
+    return run_batches
+
+
+def photos_of(bench: Benchmark, images_uri: str) -> pa.Table:
+    """PHOTOS rows of a benchmark: ``uri = <images>/<image>`` (a local folder or an s3:// prefix)."""
+    root = images_uri.rstrip("/")
+    names = bench.truth.column("image").to_pylist()
+    return pa.table(
+        {"photo_id": bench.truth.column("photo_id"), "uri": [f"{root}/{n}" for n in names],
+         "image_bytes": pa.nulls(len(names), pa.binary())},
+        schema=S.PHOTOS,
+    )
+
+
+def demo_benchmark(cfg: GeorankConfig) -> tuple[str, str]:
+    """The demo world's benchmark: ``<demo.root>/queries_benchmark.csv`` (IMG_ID,LAT,LON) written
+    from the known truth of its query photos (queries_truth.parquet), and the images folder."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    root = Path(cfg.resolve(cfg.demo.root))
+    truth = pq.read_table(root / "queries_truth.parquet", columns=["photo_id", "lat_deg", "lon_deg"])
+    out = root / "queries_benchmark.csv"
+    with out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["IMG_ID", "LAT", "LON"])
+        for r in truth.to_pylist():
+            w.writerow([f"{r['photo_id']}.jpg", repr(r["lat_deg"]), repr(r["lon_deg"])])
+    return str(out), str(root / "queries")
+
+
+def _check_complete(preds: pa.Table, truth: pa.Table) -> None:
+    want = len(S.EVAL_METHODS) * truth.num_rows
+    ids = set(truth.column("photo_id").to_pylist())
+    pairs = list(zip(preds.column("photo_id").to_pylist(), preds.column("method").to_pylist()))
+    if preds.num_rows != want or len(set(pairs)) != want or not {p for p, _ in pairs} <= ids:
+        raise RunError(
+            f"evaluate: expected one prediction row per benchmark photo and method ({truth.num_rows} x "
+            f"{len(S.EVAL_METHODS)} = {want}), got {preds.num_rows} rows ({len(set(pairs))} distinct)"
+        )
+
+
+def _append_results(spark: "SparkSession", table: pa.Table, uri: str, txn_version: int) -> None:
+    from delta.tables import DeltaTable
+
+    from georank.write import TABLE_PROPERTIES
+
+    if not DeltaTable.isDeltaTable(spark, uri):
+        builder = DeltaTable.createIfNotExists(spark).location(uri).addColumns(S.spark_schema(S.EVAL_RESULTS))
+        for key, value in TABLE_PROPERTIES.items():
+            builder = builder.property(key, value)
+        builder.comment("georank evaluate: accuracy per run, benchmark, method and radius").execute()
+    df = spark.createDataFrame(table.to_pylist(), S.spark_schema(S.EVAL_RESULTS))
+    (df.coalesce(1).write.format("delta").mode("append")
+     .option("txnAppId", TXN_APP_ID).option("txnVersion", txn_version).save(uri))
+
+
+def run_evaluate(
+    spark: "SparkSession",
+    cfg: GeorankConfig,
+    *,
+    benchmark_uri: str,
+    images_uri: str,
+    run_id: str,
+    candidates: Literal["georank", "reference"] = "georank",
+) -> dict[str, Any]:
+    """Evaluate every method on one benchmark; returns the summary (headline numbers, paths)."""
+    from georank.candidates import check_sources
+    from georank.eval_report import (
+        EvalReport,
+        accuracy_lines,
+        confidence_calibration,
+        results_table,
+        skip_calibration,
+        summary_numbers,
+        write_report,
+    )
+    from georank.evaluate import accuracy_from_errors, method_errors
+    from georank.index import read_manifest
+
+    if candidates != "georank":
+        raise InputError(
+            f"--candidates: expected georank (candidates retrieved here), got {candidates!r}; ranking the reference's "
+            "precomputed candidates needs their MP16-Pro images (evaluate.reference_image_uri) and is not wired yet"
+        )
+    check_sources(cfg)
+    txn_version = time.time_ns() // 1_000_000
+    t0 = time.monotonic()
+    bench = read_benchmark(cfg.resolve(benchmark_uri), cfg.evaluate, cfg.s3)
+    manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
+    run = RunInfo(run_id=run_id, run_date=dt.date.today(), index_manifest=manifest.to_dict())
+    photos = photos_of(bench, cfg.resolve(images_uri))
+    n_parts = max(1, math.ceil(photos.num_rows / cfg.input.photos_per_partition))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)))
+    df = spark.createDataFrame(photos.to_pylist(), S.spark_schema(S.PHOTOS)).repartition(n_parts)
+    out = df.mapInArrow(_evaluate_on_executors(cfg.model_dump(), run), S.spark_schema(S.EVAL_PREDICTIONS))
+    preds = out.toArrow().cast(S.EVAL_PREDICTIONS)
+    seconds_compute = time.monotonic() - t0
+    _check_complete(preds, bench.truth)
+
+    radii = tuple(float(r) for r in cfg.evaluate.radii_km)
+    errors = method_errors(preds, bench.truth)
+    acc = {m: accuracy_from_errors(e, radii) for m, e in errors.items()}
+    for m, a in acc.items():  # honest numbers: every row counted at every radius
+        if a.n != bench.truth.num_rows or any(h + mi != a.n for h, mi in zip(a.hits, a.misses)):
+            raise RunError(f"evaluate: method {m}: expected n = hits + misses = {bench.truth.num_rows}, got {a}")
+    full = {r["photo_id"]: r for r in preds.to_pylist() if r["method"] == "full"}
+    ids = bench.truth.column("photo_id").to_pylist()
+    first: dict[str, Any] = next((r for r in preds.to_pylist() if r["method"] == "ranker" and r["model_version"]), {})
+    rep = EvalReport(
+        benchmark=bench.name, candidates=candidates, run_id=run_id, accuracy=acc, errors_km=errors,
+        calibration=confidence_calibration(preds, bench.truth, errors["full"], cfg.evaluate.calibration_radius_km),
+        skip=skip_calibration(preds, bench.truth, errors, radii),
+        versions={k: first.get(k) for k in ("model_version", "adapter_version", "embed_version", "index_version")},
+        counts=bench.counts,
+        truth_latlon_deg=np.column_stack([bench.truth.column("lat_deg").to_numpy(), bench.truth.column("lon_deg").to_numpy()]),
+        full_latlon_deg=np.array([[np.nan if full[p]["lat_deg"] is None else full[p]["lat_deg"],
+                                   np.nan if full[p]["lon_deg"] is None else full[p]["lon_deg"]] for p in ids], dtype=np.float64),
+    )
+    results_uri = cfg.resolve(cfg.tables.eval_results)
+    _append_results(spark, results_table(rep, run_at=dt.datetime.now(dt.UTC)), results_uri, txn_version)
+    report_dir = Path(cfg.resolve(cfg.evaluate.report_dir)) / run_id
+    paths = write_report(rep, report_dir, radius_km=cfg.evaluate.calibration_radius_km)
+    failed = {r["error_stage"] for r in preds.to_pylist() if r["method"] == "nn" and r["error_stage"]}
+    return {
+        "benchmark": bench.name,
+        "layout": bench.layout,
+        "candidates": candidates,
+        "rows": bench.truth.num_rows,
+        "photos_failed": int(sum(1 for r in preds.to_pylist() if r["method"] == "nn" and r["error_stage"])),
+        "failed_stages": sorted(failed),
+        "benchmark_counts": bench.counts,
+        "methods": summary_numbers(rep),
+        "skip_rate": round(rep.skip["skip_rate"], 4),
+        "eval_results": results_uri,
+        "report": paths["report_html"],
+        "report_files": paths,
+        "partitions": n_parts,
+        "seconds": {"compute": round(seconds_compute, 3), "total": round(time.monotonic() - t0, 3)},
+        "table_markdown": "\n".join(accuracy_lines(rep)),  # printed by the job above its JSON line, then dropped
+    }
+
+
+__all__ = ["demo_benchmark", "photos_of", "run_evaluate"]
