@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from georank import schema as S
+from georank.candidates import prototype_candidates
 from georank.config import GeorankConfig
 from georank.decode import decode_image, rgb_from_bytes, rgb_to_bytes
 from georank.errors import PhotoError
@@ -227,7 +228,9 @@ def geotag_partition(decoded: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa.
         retrieved, neighbours, retrieve_errors = retrieve_isolated(embedded, emb, cfg, run, embed_version=embed_version)
         parts += [embed_errors, retrieve_errors]
         if retrieved.num_rows:
-            parts.append(rank_and_decide(retrieved, neighbours, cfg, run, embed_version=embed_version))
+            protos = prototype_candidates(cfg, emb, embed_version=embed_version)  # [] per photo when disabled
+            by_photo = dict(zip(embedded.column("photo_id").to_pylist(), protos))
+            parts.append(rank_and_decide(retrieved, neighbours, cfg, run, embed_version=embed_version, prototypes=by_photo))
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return S.RESULTS.empty_table()

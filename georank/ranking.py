@@ -9,14 +9,15 @@ Runs on executors; the ranker comes from the per-worker cache.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from georank import schema as S
-from georank.candidates import PhotoCandidates, from_neighbours
+from georank.candidates import Candidate, PhotoCandidates, from_neighbours, winning_source
 from georank.config import GeorankConfig
 from georank.decide import decide, decide_skipped, should_skip
 from georank.decode import decode_image, rgb_from_bytes
@@ -94,6 +95,7 @@ def _prediction(common: dict[str, Any], d: Any, *, skipped: bool, n: int, n_drop
         "n_candidates": n,
         "n_candidates_dropped": n_dropped,
         "top_candidates": top,
+        "winning_source": winning_source(top, ranker_skipped=skipped),
     }
 
 
@@ -105,7 +107,8 @@ def _error(common: dict[str, Any], exc: BaseException, *, stage: str, what: str)
 
 
 def rank_and_decide(
-    decoded: pa.Table, neighbours: pa.Table, cfg: GeorankConfig, run: RunInfo, *, embed_version: str
+    decoded: pa.Table, neighbours: pa.Table, cfg: GeorankConfig, run: RunInfo, *, embed_version: str,
+    prototypes: Mapping[str, Sequence[Candidate]] | None = None,
 ) -> pa.Table:
     """DECODED (rows without errors) + NEIGHBOURS (same photo order) -> RESULTS.
 
@@ -139,7 +142,7 @@ def rank_and_decide(
     for row, nrow in zip(rows, neigh):
         common = {**base, "photo_id": row["photo_id"], "uri": row["uri"], "index_version": nrow["index_version"]}
         try:
-            pc = from_neighbours(nrow, cfg)
+            pc = from_neighbours(nrow, cfg, prototypes=(prototypes or {}).get(row["photo_id"], ()))
         except Exception as exc:  # noqa: BLE001
             out.append(_error(common, exc, stage="retrieve", what="building the candidates from the neighbours"))
             continue
@@ -152,6 +155,7 @@ def rank_and_decide(
     step = cfg.rank.photos_per_batch
     for start in range(0, len(to_rank), step):
         batch = to_rank[start : start + step]
+        batch = _add_generated(batch, cfg, out)
         scored = per_item([t.query for t in batch], scorer.score, what="the ranker", stage="rank")
         for item, scores in zip(batch, scored):
             out.append(_decide_ranked(item, scores, cfg))
@@ -206,6 +210,32 @@ def _prepare(
         out.append(_error(common, exc, stage="rank", what="preparing the photo for the ranker"))
         return None
     return _ToRank(common, pc, usable, images, len(why_dropped), query)
+
+
+def _add_generated(batch: list[_ToRank], cfg: GeorankConfig, out: list[dict[str, Any]]) -> list[_ToRank]:
+    """Generated candidates for the photos of one ranker batch (ONE generate call; photo by photo
+    only if that raises), placed after the retrieved ones and before the prototypes (the tie
+    order). A photo whose generation fails becomes its error row (stage rank); the batch's others go on."""
+    if not cfg.candidates.generated.enabled or cfg.candidates.generated.n == 0 or not batch:
+        return batch
+    from georank.candidates import generated_candidates
+    from georank.rank import RankCandidate
+
+    made = per_item([t.query.image for t in batch], lambda imgs: generated_candidates(cfg, imgs)[0],
+                    what="the candidate generator", stage="rank")
+    kept = []
+    for item, cands in zip(batch, made):
+        if isinstance(cands, Failure):
+            out.append({**item.common, "error_stage": cands.stage, "error_reason": cands.reason})
+            continue
+        at = next((i for i, c in enumerate(item.usable) if c.source == "prototype"), len(item.usable))
+        item.usable[at:at] = cands
+        item.images[at:at] = [None] * len(cands)
+        ranked = list(item.query.candidates)
+        ranked[at:at] = [RankCandidate(c.lat_deg, c.lon_deg, None, None) for c in cands]
+        item.query = replace(item.query, candidates=ranked)
+        kept.append(item)
+    return kept
 
 
 def _decide_ranked(item: _ToRank, scores: Any, cfg: GeorankConfig) -> dict[str, Any]:
