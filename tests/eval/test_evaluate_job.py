@@ -1,0 +1,82 @@
+"""The evaluate job through its entry point (jobs/evaluate.py, in-process on the test run's Spark
+session) on the tiny demo world: the table for every method, the JSON summary adding up, the
+EVAL_RESULTS Delta table read back by a second engine (deltalake) and the report folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from support import tiny_conf
+
+from georank import schema as S
+from georank.cli import run_job
+
+pytestmark = pytest.mark.spark
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _job():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("evaluate_job", ROOT / "jobs" / "evaluate.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    truth = pq.read_table(tiny_world / "queries_truth.parquet").to_pylist()[:3]
+    bench = tmp_path / "im2gps3k_places365.csv"
+    lines = ["IMG_ID,AUTHOR,LAT,LON,S3_Label,S16_Label,S365_Label,Prob_indoor,Prob_natural,Prob_urban"]
+    lines += [f"{r['photo_id']}.jpg,demo,{r['lat_deg']!r},{r['lon_deg']!r},1,1,1,0,0,0" for r in truth]
+    lines.append("absent_photo.jpg,demo,10.0,10.0,1,1,1,0,0,0")  # its image is not there: a miss for every method
+    bench.write_text("\n".join(lines) + "\n")
+    conf = tiny_conf(tiny_world, tmp_path / "eval.yaml", evaluate={"report_dir": str(tmp_path / "reports")},
+                     input={"photos_per_partition": 8})
+    results_uri = tmp_path / "eval_results"
+    job = _job()
+    code = run_job("evaluate", job.main, add_args=job.add_args, argv=[
+        "--conf", str(conf), "--set", f"tables.eval_results={results_uri}",
+        "--benchmark", str(bench), "--images", str(tiny_world / "queries"),
+    ])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0, out[-1]
+    summary = json.loads(out[-1])  # the JSON summary is the last line
+    assert summary["status"] == "ok" and summary["layout"] == "im2gps3k" and summary["rows"] == 4
+    assert summary["photos_failed"] == 1 and summary["failed_stages"] == ["read"]
+    table = [line for line in out if line.startswith("| ")]
+    assert table[0].startswith("| method | 1 km | 25 km | 200 km | 750 km | 2500 km | n | failed |")
+    assert [t.split("|")[1].strip() for t in table[1:]] == [
+        "Retrieval top-1 (NN)", "[L]kNN, sigma=4 (Vo et al. 2017)",
+        "GeoRanker over retrieved candidates (skip rule off)", "Full method (skip rule on)"]
+    methods = summary["methods"]
+    assert set(methods) == set(S.EVAL_METHODS)
+    for m, s in methods.items():
+        assert s["n"] == 4 and s["failed"] == 1
+        for k in ("1km", "25km", "200km", "750km", "2500km"):
+            assert s["hits"][k] + s["misses"][k] == s["n"], (m, k)
+            assert s["acc_pct"][k] == pytest.approx(100 * s["hits"][k] / 4)
+        assert s["hits"]["2500km"] <= 3  # the absent photo never counts as a hit
+
+    from deltalake import DeltaTable
+
+    dt_ = DeltaTable(str(results_uri))
+    rows = dt_.to_pyarrow_table().to_pylist()
+    assert len(rows) == 4 * 5 and {r["run_id"] for r in rows} == {summary["run_id"]}
+    assert {r["benchmark"] for r in rows} == {"im2gps3k_places365"}
+    for r in rows:
+        assert r["hits"] + r["misses"] == r["n"] == 4 and r["failed"] == 1
+        assert r["hits"] == methods[r["method"]]["hits"][f"{r['radius_km']:g}km"]
+        assert r["model_version"] and r["embed_version"] and r["index_version"]
+    assert [f.name for f in dt_.schema().to_arrow()] == S.EVAL_RESULTS.names
+
+    files = summary["report_files"]
+    assert Path(files["report_md"]).read_text().count("| Full method (skip rule on) |") == 1
+    for name in ("cdf", "calibration", "map"):
+        img = np.asarray(Image.open(files[name]).convert("L"), dtype=np.float64)
+        assert img.std() > 10, name
