@@ -1,0 +1,68 @@
+"""Generated candidates from a Qwen2-VL checkpoint given by URI reach the ranker: parsed, placed
+after the retrieved ones, scored, and named as the winner when they win (core loop, no Spark)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+from conftest import ANSWER_LATLON_DEG
+
+from georank.config import GeorankConfig
+
+torch.set_num_threads(1)
+
+
+def _cfg(tiny_world: Path, vlm: Path, **extra: dict) -> GeorankConfig:
+    from support import tiny_conf
+
+    from georank.config import load_config
+
+    conf = tiny_conf(
+        tiny_world, tiny_world.parent / f"gen-{vlm.name}.yaml",
+        skip={"enabled": False},
+        decide={"top_candidates": 30},
+        candidates={"retrieved": 4, "generated": {"enabled": True, "samples": 3, "n": 2, "model_uri": str(vlm)}},
+        **extra,
+    )
+    return load_config(conf)
+
+
+def test_a_separate_checkpoint_answers_and_every_answer_parses(tiny_world: Path, answering_vlm: Path) -> None:
+    from georank.generate import build_generator
+
+    cfg = _cfg(tiny_world, answering_vlm)
+    gen = build_generator(cfg)
+    assert gen.adapter_owner is None  # its own weights, nothing to switch off
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in sorted((tiny_world / "queries").glob("*.jpg"))[:2]]
+    answers = gen.answers(images)
+    assert [a.texts for a in answers] == [["latitude: 12, lon=34"] * 3] * 2
+    assert all(a.latlon_deg == [ANSWER_LATLON_DEG] * 2 and a.valid == 3 and not a.dropped for a in answers)
+
+
+def test_generated_candidates_are_ranked_after_the_retrieved_ones(tiny_world: Path, answering_vlm: Path) -> None:
+    from georank.index import read_manifest
+    from georank.pipeline import RunInfo, decode_photos, geotag_partition
+
+    cfg = _cfg(tiny_world, answering_vlm)
+    photos = sorted((tiny_world / "queries").glob("*.jpg"))[:3]
+    decoded = decode_photos(pa.table({"photo_id": [p.stem for p in photos], "uri": [str(p) for p in photos],
+                                      "image_bytes": pa.nulls(3, pa.binary())}), cfg)
+    run = RunInfo("gen-run", dt.date(2026, 11, 23), read_manifest(cfg.resolve(cfg.index.uri), cfg.s3).to_dict())
+    results = geotag_partition(decoded, cfg, run).to_pylist()
+    assert [r["error_stage"] for r in results] == [None] * 3, [r["error_reason"] for r in results]
+    for r in results:
+        assert r["n_candidates"] == 4 + 2
+        top = r["top_candidates"]
+        generated = [c for c in top if c["source"] == "generated"]
+        assert [(c["lat_deg"], c["lon_deg"]) for c in generated] == [ANSWER_LATLON_DEG] * 2
+        assert all(c["gallery_id"] is None for c in generated)
+        assert r["winning_source"] == top[0]["source"]
+        # the two generated candidates are the same place with the same prompt: the same score
+        # (up to float32 rounding between batch rows)
+        assert generated[0]["score"] == pytest.approx(generated[1]["score"], rel=1e-5)
