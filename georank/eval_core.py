@@ -30,7 +30,7 @@ from georank import schema as S
 from georank.baselines import KnnConfig, feature_distance, knn_sigma, nn_top1
 from georank.config import GeorankConfig
 from georank.decide import decide_skipped, should_skip
-from georank.pipeline import RunInfo, decode_photos, embed_photos, rank_and_decide
+from georank.pipeline import RunInfo, decode_photos, embed_isolated, rank_and_decide, retrieve_isolated
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,9 @@ def _row(photo_id: str, method: str, **values: Any) -> dict[str, Any]:
     return {name: values.get(name) for name in S.EVAL_PREDICTIONS.names} | {"photo_id": photo_id, "method": method}
 
 
-def _search(ids: list[str], emb: np.ndarray, cfg: GeorankConfig, run: RunInfo, embed_version: str) -> pa.Table:
-    """NEIGHBOURS with ``max(retrieve.k, evaluate.knn_k)`` (at most the gallery size) per photo."""
+def _widened(cfg: GeorankConfig, run: RunInfo) -> GeorankConfig:
+    """The config with ``retrieve.k = max(retrieve.k, evaluate.knn_k)`` (at most the gallery size)."""
     from georank.index import Manifest, read_manifest
-    from georank.pipeline import search_neighbours
 
     manifest = (
         Manifest.from_dict(run.index_manifest)
@@ -50,8 +49,7 @@ def _search(ids: list[str], emb: np.ndarray, cfg: GeorankConfig, run: RunInfo, e
         else read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
     )
     k = min(max(cfg.retrieve.k, cfg.evaluate.knn_k), manifest.ntotal)
-    wide = cfg.model_copy(update={"retrieve": cfg.retrieve.model_copy(update={"k": k})})
-    return search_neighbours(ids, emb, wide, embed_version=embed_version, manifest_dict=manifest.to_dict())
+    return cfg.model_copy(update={"retrieve": cfg.retrieve.model_copy(update={"k": k})})
 
 
 def _first_k(neighbours: pa.Table, k: int) -> pa.Table:
@@ -76,15 +74,32 @@ def evaluate_partition(photos: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa
     return pa.Table.from_pylist(out, schema=S.EVAL_PREDICTIONS)
 
 
+def _error_rows(results: pa.Table) -> list[dict[str, Any]]:
+    """EVAL rows (every method) of RESULTS error rows (a photo that failed to embed or retrieve)."""
+    return [
+        _row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"])
+        for r in results.select(["photo_id", "error_stage", "error_reason"]).to_pylist()
+        for m in S.EVAL_METHODS
+    ]
+
+
 def _methods(good: pa.Table, cfg: GeorankConfig, run: RunInfo) -> list[dict[str, Any]]:
-    emb, embed_version = embed_photos(good, cfg)
-    ids = good.column("photo_id").to_pylist()
-    wide = _search(ids, emb, cfg, run, embed_version)
+    """As :func:`georank.pipeline.geotag_partition` does: embed and retrieve photo-isolated, then
+    the candidate sources the config enables; retrieval here keeps the wider list kNN needs."""
+    from georank.candidates import prototype_candidates
+
+    embedded, emb, embed_version, embed_errors = embed_isolated(good, cfg, run)
+    retrieved, wide, retrieve_errors = retrieve_isolated(embedded, emb, _widened(cfg, run), run, embed_version=embed_version)
+    out = _error_rows(embed_errors) + _error_rows(retrieve_errors)
+    if not retrieved.num_rows:
+        return out
     neighbours = _first_k(wide, cfg.retrieve.k)
+    protos = prototype_candidates(cfg, emb, embed_version=embed_version)  # [] per photo when disabled
+    by_photo = dict(zip(embedded.column("photo_id").to_pylist(), protos))
     no_skip = cfg.model_copy(update={"skip": cfg.skip.model_copy(update={"enabled": False})})
-    ranked = {r["photo_id"]: r for r in rank_and_decide(good, neighbours, no_skip, run, embed_version=embed_version).to_pylist()}
+    ranked_rows = rank_and_decide(retrieved, neighbours, no_skip, run, embed_version=embed_version, prototypes=by_photo)
+    ranked = {r["photo_id"]: r for r in ranked_rows.to_pylist()}
     knn_cfg = KnnConfig(k=cfg.evaluate.knn_k, sigma_deg=cfg.evaluate.knn_sigma_deg)
-    out: list[dict[str, Any]] = []
     for w, n in zip(wide.to_pylist(), neighbours.to_pylist()):
         pid = w["photo_id"]
         rk = ranked[pid]
