@@ -110,6 +110,12 @@ def ensure_demo(cfg: GeorankConfig) -> dict[str, Any]:
     trained = ensure_trained_ranker(cfg, world.world_id)
     if trained is not None:
         summary["ranker_trained"] = trained
+    if cfg.candidates.prototypes.enabled:  # the cell prototypes' index (jobs/build_cells.py), when missing or stale
+        from georank.cells.store import ensure_cells
+
+        cells = ensure_cells(cfg)
+        if cells is not None:
+            summary["cells"] = cells
     return summary
 
 

@@ -220,6 +220,22 @@ def build_cells(cfg: GeorankConfig, *, mode: Literal["error", "overwrite"] = "er
     }
 
 
+def ensure_cells(cfg: GeorankConfig) -> dict[str, Any] | None:
+    """Build the prototypes' index when it is missing or was learned from another gallery index
+    version than the current one (the embedded demo); None when it is current. Driver."""
+    from georank.errors import GeorankError
+    from georank.index import read_manifest
+
+    gallery = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
+    try:
+        current = read_manifest(cfg.resolve(cfg.candidates.prototypes.uri or ""), cfg.s3)
+        if current.gallery_table_version == gallery.index_version:
+            return None
+    except GeorankError:
+        pass
+    return build_cells(cfg, mode="overwrite")
+
+
 def get_cells_index(cfg: GeorankConfig) -> Any:  # georank.retrieve.GalleryIndex
     """The worker's prototypes' index (all shards), loaded once per Python worker per version.
     Runs on executors."""
@@ -244,5 +260,5 @@ def search_cells(cfg: GeorankConfig, queries: np.ndarray, *, embed_version: str 
     return index.search(queries, k)
 
 
-__all__ = ["CELLS_FILE", "CellKeys", "build_cells", "cell_keys", "gallery_vectors", "get_cells_index",
+__all__ = ["CELLS_FILE", "CellKeys", "build_cells", "cell_keys", "ensure_cells", "gallery_vectors", "get_cells_index",
            "read_aerial_tiles", "search_cells", "write_cells_index"]

@@ -78,3 +78,17 @@ def test_build_cells_job_and_aerial_plumbing(tiny_world: Path, tmp_path: Path, c
     got = _run(conf, "--mode", "overwrite", "--set", f"candidates.prototypes.aerial_uri={bad}", capsys=capsys)
     assert got["code"] == 1 and "expected 16" in got["error"]
     assert np.isfinite(vectors).all() and len(ids) == 120
+
+
+def test_ensure_cells_builds_once_per_gallery_index(tiny_world: Path, tmp_path: Path) -> None:
+    from support import tiny_conf
+
+    from georank.cells.store import ensure_cells
+    from georank.config import load_config
+
+    conf = tiny_conf(tiny_world, tmp_path / "ensure.yaml",
+                     candidates={"prototypes": {"enabled": True, "uri": str(tmp_path / "cells"), "epochs": 2}})
+    cfg = load_config(conf)
+    first = ensure_cells(cfg)
+    assert first is not None and first["cells"] > 0
+    assert ensure_cells(cfg) is None  # current: learned from this gallery index version
