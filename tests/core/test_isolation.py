@@ -239,3 +239,20 @@ def test_every_gallery_image_unusable_is_a_rank_error_row(cfg: GeorankConfig, ti
     bad = [r for r in out if r["error_stage"] is not None]
     assert [r["photo_id"] for r in bad] == [rows[1]["photo_id"]] and bad[0]["error_stage"] == "rank"
     assert bad[0]["error_reason"].startswith("no usable candidate: the gallery images of all 12 candidates are unusable (first: file not found: ")
+
+
+def test_a_photo_the_rankers_resize_would_break_is_a_rank_error_row(tiny_world: Path, tmp_path: Path) -> None:
+    """With native-size decoding (decode.max_side_px: null, as the reference) a 14000x70 photo
+    passes decode (ratio 200) but the ranker's snap to multiples of 28 gives 14000x56 (ratio 250),
+    which Qwen2-VL's image processor refuses with a ValueError inside the scorer. It is found
+    before scoring: one rank error row, the other photos predicted."""
+    cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml", skip={"enabled": False},
+                                decode={"max_side_px": None}, rank={"max_pixels": 16384 * 28 * 28}))
+    panorama = Image.linear_gradient("L").convert("RGB").resize((14000, 70))
+    photos = _photos(tiny_world, {"panorama": _png(panorama)})
+    rows = _run(photos, cfg)
+    bad = rows.pop("panorama")
+    assert (bad["error_stage"], bad["error_reason"]) == (
+        "rank", "aspect ratio 250.0 of a 14000x70 image snapped to 14000x56 for the ranker: expected <= 200"
+    )
+    _assert_predicted(rows, list(rows))
