@@ -160,8 +160,7 @@ class PrototypeConfig(_Section):
     start_level: int = Field(4, ge=0, le=15)  # S2 level every cell starts from
     max_level: int = Field(15, ge=0, le=15)  # finest S2 level a crowded cell is split down to
     max_photos_per_cell: int = Field(50, ge=1)  # a cell holding more gallery photos is split (until max_level)
-    classifier: Literal["linear", "mlp"] = "linear"  # proxy classifier; its l2-normalised class weights are the prototypes
-    epochs: int = Field(60, ge=1)  # full-batch training epochs of the proxy classifier
+    epochs: int = Field(60, ge=1)  # training epochs of the proxy classifier (cosine-softmax linear; its weights are the prototypes)
     learning_rate: float = Field(0.05, gt=0)  # AdamW
     logit_scale: float = Field(16.0, gt=0)  # cosine-softmax scale of the proxy classifier
     seed: int = 0  # classifier initialisation
