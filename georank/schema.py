@@ -121,7 +121,8 @@ PREDICTIONS = pa.schema(
         _f(
             "n_candidates_dropped",
             pa.int32(),
-            "Retrieved candidates left out because their gallery image could not be read, decoded or sized for the ranker",
+            "Retrieved candidates left out of ranking because their gallery image could not be read, decoded or sized "
+            "for the ranker (n_candidates counts the ranked ones; 0 when the ranker was skipped: no gallery image is read)",
         ),
         _f("top_candidates", pa.list_(CANDIDATE_STRUCT), "Best candidates, best first, with scores and sources"),
         _f(
