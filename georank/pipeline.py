@@ -31,7 +31,7 @@ from georank.config import GeorankConfig
 from georank.decode import decode_image, rgb_from_bytes, rgb_to_bytes
 from georank.errors import PhotoError
 from georank.io import PhotoReader
-from georank.isolation import Failure, per_item
+from georank.isolation import Failure, is_run_level, per_item, reason_of
 from georank.ranking import rank_and_decide, results_table
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,11 @@ def decode_photos(photos: pa.Table | pa.RecordBatch, cfg: GeorankConfig) -> pa.T
             rgb, width, height = rgb_to_bytes(decode_image(reader.read(uri, data), cfg.decode))
         except PhotoError as err:
             stage, reason = err.stage, err.reason
+        except Exception as exc:  # noqa: BLE001  # a file a decoder chokes on in an unforeseen way: its own row
+            if is_run_level(exc):
+                raise
+            log.warning("photo %s: decoding failed", row["photo_id"], exc_info=True)
+            stage, reason = "decode", reason_of(exc, "decoding")
         out["photo_id"].append(row["photo_id"])
         out["uri"].append(uri)
         out["rgb"].append(rgb)

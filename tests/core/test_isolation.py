@@ -256,3 +256,22 @@ def test_a_photo_the_rankers_resize_would_break_is_a_rank_error_row(tiny_world: 
         "rank", "aspect ratio 250.0 of a 14000x70 image snapped to 14000x56 for the ranker: expected <= 200"
     )
     _assert_predicted(rows, list(rows))
+
+
+def test_an_unforeseen_decoder_exception_is_a_decode_error_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only PhotoError: anything a decoder raises on one file is that file's decode error row."""
+    real = P.decode_image
+
+    def decode_image(data: bytes, dcfg: Any) -> Any:
+        if data == b"odd":
+            raise KeyError("'unknown HEIF colour profile'")
+        return real(data, dcfg)
+
+    monkeypatch.setattr(P, "decode_image", decode_image)
+    good = _png(Image.new("RGB", (64, 48), (10, 200, 10)))
+    photos = pa.table({"photo_id": ["odd", "good"], "uri": [None, None], "image_bytes": [b"odd", good]})
+    rows = decode_photos(photos, GeorankConfig()).to_pylist()
+    assert [(r["photo_id"], r["error_stage"], r["error_reason"]) for r in rows] == [
+        ("odd", "decode", "decoding failed: KeyError: \"'unknown HEIF colour profile'\""),
+        ("good", None, None),
+    ]
