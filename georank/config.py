@@ -57,15 +57,26 @@ class SparkConfig(_Section):
 class TablesConfig(_Section):
     """Output and reference tables, each a URI (local path, file://, s3a://)."""
 
-    predictions: str = "warehouse/predictions"
-    errors: str = "warehouse/errors"
+    # The nightly table: one row per photo per run date (a prediction, or an error with its stage
+    # and reason), partitioned by run_date; a run replaces its date in ONE Delta commit.
+    results: str = "warehouse/results"
+    # When set, the job declares the views <views_schema>.predictions and <views_schema>.errors over
+    # the results table in the session's catalog (Hive metastore or Unity Catalog); null: no views.
+    views_schema: str | None = None
     gallery: str = "warehouse/gallery"
     gallery_embeddings: str = "warehouse/gallery_embeddings"
     gallery_errors: str = "warehouse/gallery_errors"
     eval_results: str = "warehouse/eval_results"  # evaluate job: accuracy per run, benchmark, method and radius
-    # A run's staging folder without a commit marker is dropped by a later run's start only once it
-    # is this old (it may belong to a run still computing); marked ones are rolled forward at once.
+
+
+class WriteConfig(_Section):
+    """How a run stages its results and commits them (georank.spark.commit)."""
+
+    # A staging folder left by a crashed run is removed by a later run's start only when the run
+    # id's own start time is older than this AND its lease is stale (file times are never used).
     staging_ttl_hours: float = Field(6.0, ge=0)
+    lease_refresh_s: float = Field(30.0, gt=0)  # the running driver rewrites its staging lease this often
+    lease_timeout_s: float = Field(600.0, gt=0)  # a lease not rewritten for this long belongs to no live run
 
 
 class S3Config(_Section):
@@ -315,6 +326,7 @@ class GeorankConfig(_Section):
 
     spark: SparkConfig = Field(default_factory=SparkConfig)
     tables: TablesConfig = Field(default_factory=TablesConfig)
+    write: WriteConfig = Field(default_factory=WriteConfig)
     s3: S3Config = Field(default_factory=S3Config)
     input: InputConfig = Field(default_factory=InputConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)

@@ -5,7 +5,10 @@ Readers, writers, tests and the README use these. Spark schemas are derived with
 stores as column comments). Units are in the names: ``lat_deg``, ``spread_km``.
 
 Tables (persisted, Delta):
-    PREDICTIONS, ERRORS, GALLERY, GALLERY_EMBEDDINGS
+    RESULTS (the nightly table: one row per photo per run date, a prediction or an error),
+    ERRORS (gallery_errors), GALLERY, GALLERY_EMBEDDINGS
+Views of RESULTS (documented filters, georank.write.read_predictions / read_errors):
+    PREDICTIONS (error_stage IS NULL), ERRORS (error_stage IS NOT NULL, renamed stage/reason)
 Frames (between stages, in memory / Arrow batches):
     PHOTOS (job input), DECODED (after the CPU stage), CANDIDATES
 """
@@ -151,8 +154,6 @@ ERRORS = pa.schema(
 )
 
 TABLES: dict[str, pa.Schema] = {
-    "predictions": PREDICTIONS,
-    "errors": ERRORS,
     "gallery": GALLERY,
     "gallery_embeddings": GALLERY_EMBEDDINGS,
     "gallery_errors": ERRORS,
@@ -160,8 +161,7 @@ TABLES: dict[str, pa.Schema] = {
 
 # Partition columns of the Delta tables (documented in the README).
 PARTITION_BY: dict[str, tuple[str, ...]] = {
-    "predictions": ("run_date",),
-    "errors": ("run_date",),
+    "results": ("run_date",),
     "gallery": (),
     "gallery_embeddings": (),
     "gallery_errors": ("run_date",),
@@ -254,15 +254,18 @@ NEIGHBOURS = pa.schema(
 
 # --- The nightly job's frames (georank.pipeline) ----------------------------------------------------
 
-# What the accelerator stage returns for each photo: a prediction row, or the same columns
-# with nulls plus the failing stage and reason. Split into PREDICTIONS and ERRORS before writing.
+# The nightly results table (tables.results) and what the accelerator stage returns for each
+# photo: a prediction row, or the same columns with nulls plus the failing stage and reason.
+# PREDICTIONS and ERRORS are its two documented filters (georank.write.read_predictions/read_errors).
 RESULTS = pa.schema(
-    list(PREDICTIONS)
+    [_f("photo_id", pa.string(), "Catalogue id of the photo (null only on an input error row: the row had none)")]
+    + list(PREDICTIONS)[1:]
     + [
-        _f("error_stage", pa.string(), "Stage that failed (null for a prediction)"),
+        _f("error_stage", pa.string(), "Stage that failed (null for a prediction): " + " | ".join(STAGES)),
         _f("error_reason", pa.string(), "Why the photo failed, in words (null for a prediction)"),
     ]
 )
+TABLES["results"] = RESULTS
 
 
 # --- Evaluation (georank.benchmarks, georank.tarindex, georank.eval_core, jobs/evaluate.py) -------

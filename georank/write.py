@@ -6,12 +6,13 @@
   ``mode="replace"`` swaps that date's rows in ONE Delta commit (``replaceWhere``),
   so a rerun of the same night never duplicates and a crash before the commit
   leaves the previous state; ``mode="error"`` refuses when the date already has
-  rows; ``mode="append"`` appends.
+  rows; ``mode="append"`` appends. An optional Delta transaction id makes the
+  commit happen at most once, and ``user_metadata`` labels it in the table's
+  history, where :func:`commit_version` finds it afterwards.
 - :func:`overwrite_table` replaces a whole table in one commit (gallery tables).
-
-Delta commits are per table: a run that writes predictions and errors makes
-two commits, errors first. Each is atomic; see the README ("Atomicity") for what
-a reader sees between them.
+- :func:`read_predictions` / :func:`read_errors`: the two documented filters of the
+  nightly ``results`` table, read with the second engine (delta-rs);
+  :func:`create_views` declares them as catalog views where a catalog is configured.
 """
 
 from __future__ import annotations
@@ -89,18 +90,23 @@ def write_partition(
     run_date: str,
     mode: Literal["error", "append", "replace"] = "error",
     txn: tuple[str, int] | None = None,
+    user_metadata: str | None = None,
 ) -> None:
     """Write ``df`` (rows of one ``run_date``) to the Delta table at ``uri`` in one commit.
 
     ``txn=(app_id, version)`` makes the commit idempotent (Delta ``txnAppId``/``txnVersion``):
-    Delta skips it when this table already holds a commit of ``app_id`` with a version at least
-    as high, so a recovered run can be committed again safely and never undoes a newer run.
+    Delta SILENTLY skips it when this table already holds a commit of ``app_id`` with a version
+    at least as high. The app id is recorded once per table, so it must name what the version
+    orders (the nightly job uses one app id per run date); check with :func:`commit_version`
+    that the commit landed. ``user_metadata`` is stored with the commit (Delta ``userMetadata``).
     """
     spark = df.sparkSession
     ensure_table(spark, uri, table=table)
     out = _conform(df, table).write.format("delta")
     if txn is not None:
         out = out.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
+    if user_metadata is not None:
+        out = out.option("userMetadata", user_metadata)
     if mode == "replace":
         out.mode("overwrite").option("replaceWhere", f"run_date = DATE'{run_date}'").save(uri)
     elif mode == "append":
@@ -122,6 +128,68 @@ def overwrite_table(df: "DataFrame", uri: str, *, table: str) -> None:
     spark = df.sparkSession
     ensure_table(spark, uri, table=table)
     _conform(df, table).write.format("delta").mode("overwrite").save(uri)
+
+
+def commit_version(spark: "SparkSession", uri: str, user_metadata: str, *, last: int = 100) -> int | None:
+    """The Delta version of the commit labelled ``user_metadata`` among the table's ``last``
+    commits, or None when there is none (e.g. Delta skipped it for its transaction id)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    rows = (
+        DeltaTable.forPath(spark, uri).history(last).where(F.col("userMetadata") == user_metadata)
+        .select("version").collect()
+    )
+    return int(rows[0]["version"]) if rows else None
+
+
+# The nightly results table holds one row per photo per run date: a prediction (error_stage null)
+# or an error. These filters are its two documented views.
+PREDICTIONS_FILTER = "error_stage IS NULL"
+ERRORS_FILTER = "error_stage IS NOT NULL"
+_ERROR_COLUMNS = {"photo_id": "photo_id", "uri": "uri", "stage": "error_stage", "reason": "error_reason",
+                  "run_id": "run_id", "run_date": "run_date"}
+
+
+def read_predictions(uri: str) -> pa.Table:
+    """The predictions of the results table at ``uri`` (columns of ``schema.PREDICTIONS``), via delta-rs."""
+    import pyarrow.compute as pc
+
+    results = read_arrow(uri)
+    return results.filter(pc.is_null(results.column("error_stage"))).select(S.PREDICTIONS.names)
+
+
+def read_errors(uri: str) -> pa.Table:
+    """The error rows of the results table at ``uri`` (columns of ``schema.ERRORS``), via delta-rs."""
+    import pyarrow.compute as pc
+
+    results = read_arrow(uri)
+    rows = results.filter(pc.is_valid(results.column("error_stage")))
+    return pa.Table.from_arrays([rows.column(c) for c in _ERROR_COLUMNS.values()], schema=S.ERRORS)
+
+
+def view_sql(uri: str, schema_name: str) -> dict[str, str]:
+    """``CREATE OR REPLACE VIEW`` statements for ``<schema_name>.predictions`` and ``.errors``
+    over the results table at ``uri`` (same filters and columns as :func:`read_predictions`
+    and :func:`read_errors`)."""
+    src = "delta.`" + uri.replace("`", "``") + "`"
+    errors = ", ".join(f"{src_col} AS {name}" for name, src_col in _ERROR_COLUMNS.items())
+    return {
+        "predictions": f"CREATE OR REPLACE VIEW {schema_name}.predictions AS SELECT {', '.join(S.PREDICTIONS.names)} "
+        f"FROM {src} WHERE {PREDICTIONS_FILTER}",
+        "errors": f"CREATE OR REPLACE VIEW {schema_name}.errors AS SELECT {errors} FROM {src} WHERE {ERRORS_FILTER}",
+    }
+
+
+def create_views(spark: "SparkSession", uri: str, *, schema_name: str) -> list[str]:
+    """Declare the predictions and errors views of the results table in the session's catalog
+    (Hive metastore or Unity Catalog; with Spark's in-memory catalog they last for the session)."""
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name}")
+    names = []
+    for name, sql in view_sql(uri, schema_name).items():
+        spark.sql(sql)
+        names.append(f"{schema_name}.{name}")
+    return names
 
 
 def read_arrow(uri: str) -> pa.Table:

@@ -28,8 +28,7 @@ def tiny_conf(world: Path, out: Path, **sections: dict[str, Any]) -> Path:
             },
         },
         "tables": {
-            "predictions": str(tables / "predictions"),
-            "errors": str(tables / "errors"),
+            "results": str(tables / "results"),
             "gallery": str(world / "gallery.parquet"),
             "gallery_embeddings": str(tables / "gallery_embeddings"),
             "gallery_errors": str(tables / "gallery_errors"),

@@ -65,8 +65,8 @@ def test_missing_file_exact_message(tmp_path: Path) -> None:
 def test_set_overrides_and_parses_yaml_values() -> None:
     cfg = load_config(ROOT / "conf" / "local.yaml", ["rank.max_pixels=200704", "skip.enabled=false"])
     assert cfg.rank.max_pixels == 200704 and cfg.skip.enabled is False
-    cfg2 = load_config(ROOT / "conf" / "local.yaml", ["tables.predictions=/some/path"])
-    assert cfg2.tables.predictions == "/some/path"
+    cfg2 = load_config(ROOT / "conf" / "local.yaml", ["tables.results=/some/path"])
+    assert cfg2.tables.results == "/some/path"
 
 
 def test_bad_set_names_key() -> None:
@@ -91,5 +91,5 @@ def test_roundtrip_to_executors() -> None:
 
 def test_relative_uris_resolve_against_project_root() -> None:
     cfg = load_config(ROOT / "conf" / "local.yaml")
-    assert cfg.resolve("warehouse/predictions") == str(ROOT / "warehouse" / "predictions")
+    assert cfg.resolve("warehouse/results") == str(ROOT / "warehouse" / "results")
     assert cfg.resolve("s3://b/k") == "s3://b/k"

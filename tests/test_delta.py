@@ -27,7 +27,7 @@ def test_roundtrip_with_second_engine(spark, tmp_path: Path) -> None:  # type: i
         ("p1", "/x/p1.jpg", "decode", "the file is empty (0 bytes)", "r1", day),
         (None, None, "input", "photo id is null", "r1", day),
     ]
-    write.write_partition(_errors_df(spark, rows), uri, table="errors", run_date="2026-11-23", mode="error")
+    write.write_partition(_errors_df(spark, rows), uri, table="gallery_errors", run_date="2026-11-23", mode="error")
     other = DeltaTable(uri)
     table = other.to_pyarrow_table()
     assert table.schema.names == S.ERRORS.names
@@ -46,18 +46,18 @@ def test_roundtrip_with_second_engine(spark, tmp_path: Path) -> None:  # type: i
 def test_replace_is_idempotent_and_error_mode_refuses(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     uri = str(tmp_path / "errors")
     d1, d2 = dt.date(2026, 11, 22), dt.date(2026, 11, 23)
-    write.write_partition(_errors_df(spark, [("a", None, "read", "x", "r0", d1)]), uri, table="errors", run_date="2026-11-22", mode="replace")
+    write.write_partition(_errors_df(spark, [("a", None, "read", "x", "r0", d1)]), uri, table="gallery_errors", run_date="2026-11-22", mode="replace")
     for run in ("r1", "r2"):
         df = _errors_df(spark, [("b", None, "read", "x", run, d2), ("c", None, "read", "y", run, d2)])
-        write.write_partition(df, uri, table="errors", run_date="2026-11-23", mode="replace")
+        write.write_partition(df, uri, table="gallery_errors", run_date="2026-11-23", mode="replace")
     rows = write.read_arrow(uri).to_pylist()
     assert sorted((r["photo_id"], r["run_id"]) for r in rows) == [("a", "r0"), ("b", "r2"), ("c", "r2")]
     with pytest.raises(WriteError, match="already has rows for run_date 2026-11-23; expected none with mode='error'"):
-        write.write_partition(_errors_df(spark, [("d", None, "read", "x", "r3", d2)]), uri, table="errors", run_date="2026-11-23", mode="error")
+        write.write_partition(_errors_df(spark, [("d", None, "read", "x", "r3", d2)]), uri, table="gallery_errors", run_date="2026-11-23", mode="error")
 
 
 def test_existing_table_with_other_columns_is_refused(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     uri = str(tmp_path / "t")
     spark.createDataFrame([(1,)], "x int").write.format("delta").save(uri)
-    with pytest.raises(SchemaError, match="table errors at .*: expected columns"):
-        write.ensure_table(spark, uri, table="errors")
+    with pytest.raises(SchemaError, match="table gallery_errors at .*: expected columns"):
+        write.ensure_table(spark, uri, table="gallery_errors")

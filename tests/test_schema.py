@@ -34,7 +34,7 @@ def test_every_column_is_documented() -> None:
 def test_versions_and_run_columns_on_predictions() -> None:
     for col in ("model_version", "adapter_version", "index_version", "embed_version", "run_id", "run_date"):
         assert col in S.PREDICTIONS.names
-    assert S.PARTITION_BY["predictions"] == ("run_date",)
+    assert S.PARTITION_BY["results"] == ("run_date",) and S.TABLES["results"] is S.RESULTS
 
 
 def test_check_batch_says_what_is_wrong() -> None:

@@ -14,7 +14,7 @@ Shape of a run::
       -> [shuffle when GPUs are asked for, so the CPU stage holds none]
       -> geotag            mapInArrow, stage-level ResourceProfile asking for a GPU
       -> staged Parquet    (all compute ends here; counts checked: read = predicted + errors)
-      -> errors commit, predictions commit   (replaceWhere run_date: a rerun replaces the date)
+      -> ONE results commit (replaceWhere run_date: a rerun replaces the date; georank.spark.commit)
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from georank import schema as S
-from georank import write
 from georank.config import GeorankConfig, validate_config
 from georank.errors import InputError, RunError
-from georank.io import list_images, photo_id_from_uri
+from georank.io import list_images, photo_ids
 from georank.pipeline import RunInfo, decode_photos
+from georank.spark.commit import Staging
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -79,7 +79,7 @@ def read_photos(spark: "SparkSession", uri: str, cfg: GeorankConfig) -> "DataFra
     if not uri.startswith(("s3://", "s3a://")) and not Path(uri).is_dir():
         raise InputError(f"photos not found: expected a Delta/Parquet table, a folder of images or an s3:// prefix at {uri}")
     uris = list_images(uri, cfg.s3)
-    rows = [(photo_id_from_uri(u), u, None) for u in uris]
+    rows = [(pid, u, None) for pid, u in zip(photo_ids(uris, uri), uris)]
     return spark.createDataFrame(rows, S.spark_schema(S.PHOTOS))
 
 
@@ -302,83 +302,6 @@ def _executor_errors() -> Iterator[None]:
         raise
 
 
-TXN_APP_ID = "georank-geotag"  # Delta txnAppId of the nightly job's commits
-
-
-def _staging_root(cfg: GeorankConfig) -> str:
-    pred = cfg.resolve(cfg.tables.predictions).rstrip("/")
-    parent, _, name = pred.rpartition("/")
-    return f"{parent}/_staging/{name}"
-
-
-def _fs(spark: "SparkSession", uri: str):  # type: ignore[no-untyped-def]
-    """(Hadoop FileSystem, Path) for ``uri``: the same code serves local folders and s3a://."""
-    jvm: Any = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path  # type: ignore[attr-defined]
-
-
-def _commit_staged(spark: "SparkSession", cfg: GeorankConfig, staging: str, marker: dict[str, Any]) -> None:
-    """Commit a staged run: errors, then predictions, each one idempotent Delta commit; then drop
-    the staging folder. Safe to repeat after a crash at any point (txnAppId/txnVersion)."""
-    from pyspark.sql import functions as F
-
-    staged = spark.read.parquet(f"{staging}/results")
-    date_str, mode, txn = marker["run_date"], marker["mode"], (TXN_APP_ID, int(marker["txn_version"]))
-    errors_df = staged.where(F.col("error_stage").isNotNull()).select(
-        "photo_id", "uri", F.col("error_stage").alias("stage"), F.col("error_reason").alias("reason"), "run_id", "run_date"
-    )
-    log.info("run %s: committing errors", marker["run_id"])
-    write.write_partition(errors_df, cfg.resolve(cfg.tables.errors), table="errors", run_date=date_str, mode=mode, txn=txn)
-    preds_df = staged.where(F.col("error_stage").isNull()).select(*S.PREDICTIONS.names)
-    log.info("run %s: committing predictions", marker["run_id"])
-    write.write_partition(
-        preds_df, cfg.resolve(cfg.tables.predictions), table="predictions", run_date=date_str, mode=mode, txn=txn
-    )
-    fs, path = _fs(spark, staging)
-    fs.delete(path, True)
-    log.info("run %s: committed", marker["run_id"])
-
-
-def recover_pending(spark: "SparkSession", cfg: GeorankConfig) -> list[str]:
-    """Finish the commits of runs that crashed after staging was complete (roll forward), oldest
-    first, and drop staging folders of runs that stopped before it was, once they are older than
-    ``tables.staging_ttl_hours`` (a younger one may belong to a run still computing). Returns the
-    run ids rolled forward. Called at the start of every geotag run."""
-    import json
-
-    root = _staging_root(cfg)
-    fs, path = _fs(spark, root)
-    if not fs.exists(path):
-        return []
-    pending: list[tuple[int, str, dict[str, Any]]] = []
-    for status in fs.listStatus(path):
-        run_dir = status.getPath().toString()
-        _, marker_path = _fs(spark, f"{run_dir}/_commit/_SUCCESS")
-        if fs.exists(marker_path):
-            first = spark.read.text(f"{run_dir}/_commit").first()
-            if first is None:
-                raise RunError(f"staged run {run_dir}: its commit marker is empty")
-            marker = json.loads(first[0])
-            pending.append((int(marker["txn_version"]), run_dir, marker))
-        else:
-            age_h = (time.time() * 1000 - status.getModificationTime()) / 3_600_000
-            if age_h >= cfg.tables.staging_ttl_hours:
-                log.warning("dropping the staging of run %s: it stopped before its results were complete", run_dir)
-                fs.delete(status.getPath(), True)
-            else:
-                log.info("leaving the staging of run %s: %.2f h old, it may still be running "
-                         "(dropped after tables.staging_ttl_hours)", run_dir, age_h)
-    rolled = []
-    for _, run_dir, marker in sorted(pending, key=lambda p: p[0]):
-        log.warning("run %s crashed while committing: rolling its commits forward", marker["run_id"])
-        if marker["mode"] == "error":
-            marker = {**marker, "mode": "replace"}  # its own first commit may have landed already
-        _commit_staged(spark, cfg, run_dir, marker)
-        rolled.append(str(marker["run_id"]))
-    return rolled
-
-
 def _as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataFrame":
     """RESULTS rows (prediction columns null) from a frame of photo_id, uri, error_stage, error_reason."""
     from pyspark.sql import functions as F
@@ -425,20 +348,6 @@ def _sharded_results(
     return ranked.unionByName(failed)
 
 
-def _refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date) -> None:
-    from georank.errors import WriteError
-
-    for table in (cfg.tables.predictions, cfg.tables.errors):
-        uri = cfg.resolve(table)
-        if write.is_delta(spark, uri) and spark.read.format("delta").load(uri).where(
-            f"run_date = DATE'{run_date.isoformat()}'"
-        ).limit(1).count():
-            raise WriteError(
-                f"{uri} already has rows for run_date {run_date.isoformat()}; expected none with --mode error "
-                "(use --mode replace to rerun the date)"
-            )
-
-
 def run_geotag(
     spark: "SparkSession",
     cfg: GeorankConfig,
@@ -448,12 +357,10 @@ def run_geotag(
     run_id: str,
     mode: Literal["replace", "error"] = "replace",
 ) -> dict[str, Any]:
-    """Run the nightly job for one date; returns the summary counts and per-stage seconds."""
-    import json
-
-    from pyspark.sql import functions as F
-
+    """Run the nightly job for one date; returns the summary counts and per-stage seconds.
+    The date's rows land in ONE commit of ``tables.results`` or not at all (:mod:`georank.spark.commit`)."""
     from georank.candidates import check_sources
+    from georank.spark import commit
 
     check_sources(cfg)
     from georank.index import read_manifest
@@ -461,10 +368,31 @@ def run_geotag(
     # An unreadable or foreign manifest stops the run here; every partition then searches this version.
     manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
     run = RunInfo(run_id=run_id, run_date=run_date, index_manifest=manifest.to_dict())
-    txn_version = time.time_ns() // 1_000_000  # orders this run's commits after every earlier run's
-    recovered = recover_pending(spark, cfg)
+    removed = commit.remove_stale_staging(spark, cfg)
     if mode == "error":
-        _refuse_existing(spark, cfg, run_date)
+        commit.refuse_existing(spark, cfg, run_date)
+    with Staging(spark, cfg, run_id) as staging:
+        summary = _compute_and_commit(spark, cfg, run, staging, photos_uri=photos_uri, mode=mode)
+    if removed:
+        summary["removed_stale_staging"] = removed
+    return summary
+
+
+def _compute_and_commit(
+    spark: "SparkSession",
+    cfg: GeorankConfig,
+    run: RunInfo,
+    staging: Staging,
+    *,
+    photos_uri: str,
+    mode: Literal["replace", "error"],
+) -> dict[str, Any]:
+    """Compute every photo into the staging folder, check the counts, commit once."""
+    from pyspark.sql import functions as F
+
+    from georank.spark import commit
+
+    run_id, run_date = run.run_id, run.run_date
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     photos = read_photos(spark, photos_uri, cfg).cache()
@@ -502,19 +430,17 @@ def run_geotag(
                 results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile)
     input_rows = _as_error_results(input_errors, run_id, run_date)
 
-    staging = f"{_staging_root(cfg)}/{run_id}"
     t1 = time.monotonic()
     log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
     with _executor_errors():
-        results.unionByName(input_rows).write.mode("error").parquet(f"{staging}/results")
+        results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
     seconds["compute"] = time.monotonic() - t1
-    staged = spark.read.parquet(f"{staging}/results")
+    staged = spark.read.parquet(staging.results_uri)
     counts = staged.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.when(F.col("error_stage").isNull(), 1).otherwise(0)).alias("predicted"),
         F.sum(F.when(F.col("error_stage").isNotNull(), 1).otherwise(0)).alias("errors"),
         F.sum(F.when(F.col("ranker_skipped"), 1).otherwise(0)).alias("skipped"),
-        F.countDistinct("photo_id").alias("distinct_ids"),
     ).collect()[0]
     predicted, errors = int(counts["predicted"] or 0), int(counts["errors"] or 0)
     if predicted + errors != n_read:
@@ -526,14 +452,12 @@ def run_geotag(
         raise RunError(f"run {run_id}: a photo id has two predictions; nothing was committed")
 
     t2 = time.monotonic()
-    marker = {"run_id": run_id, "run_date": run_date.isoformat(), "mode": mode, "txn_version": txn_version,
-              "read": n_read, "predicted": predicted, "errors": errors}
-    # The marker makes the staged run durable: from here on, a crash is rolled forward by the next run.
-    spark.createDataFrame([(json.dumps(marker),)], "value string").coalesce(1).write.mode("error").text(f"{staging}/_commit")
-    _commit_staged(spark, cfg, staging, marker)
+    version = commit.commit_results(
+        staged, cfg, run_id=run_id, run_date=run_date, started_ms=staging.started_ms, mode=mode
+    )
     seconds["write"] = time.monotonic() - t2
     total = time.monotonic() - t0
-    summary: dict[str, Any] = {
+    return {
         "read": n_read,
         "predicted": predicted,
         "errors": errors,
@@ -543,7 +467,6 @@ def run_geotag(
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "photos_per_s": round(n_read / total, 3) if total > 0 else 0.0,
         "run_date": run_date.isoformat(),
+        "table": cfg.resolve(cfg.tables.results),
+        "table_version": version,
     }
-    if recovered:
-        summary["recovered_runs"] = recovered
-    return summary

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from support import ROOT, tiny_conf
 
-from georank.write import read_arrow
+from georank.write import read_errors, read_predictions
 
 pytestmark = pytest.mark.slow
 DAY = dt.date(2026, 11, 23)
@@ -201,8 +201,8 @@ def test_geotag_on_standalone_cluster_with_gpu_profile(cluster: Cluster, tiny_wo
 
     # The output, read back by the second engine (delta-rs).
     cfg_tables = tmp_path / "cluster-tables"
-    preds = read_arrow(str(cfg_tables / "predictions")).to_pylist()
-    errors = read_arrow(str(cfg_tables / "errors")).to_pylist()
+    preds = read_predictions(str(cfg_tables / "results")).to_pylist()
+    errors = read_errors(str(cfg_tables / "results")).to_pylist()
     assert len(preds) == summary["predicted"] and len(errors) == summary["errors"]
     assert len({r["photo_id"] for r in preds}) == len(preds)
     assert len(preds) + len(errors) == summary["read"]

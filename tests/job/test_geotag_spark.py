@@ -14,7 +14,8 @@ from support import tiny_conf
 from georank.config import load_config
 from georank.errors import InputError
 from georank.spark.geotag import run_geotag
-from georank.write import read_arrow
+from georank import schema as S
+from georank.write import read_arrow, read_errors, read_predictions
 
 pytestmark = pytest.mark.spark
 DAY = dt.date(2026, 11, 23)
@@ -32,7 +33,7 @@ def test_run_then_rerun_leaves_one_row_per_photo(spark, tiny_world: Path, tmp_pa
     assert first["read"] == 10 and first["predicted"] + first["errors"] == 10 and first["errors"] == 0
     _, second = _run(spark, conf, queries, "run-2")
     assert second["read"] == second["predicted"] == 10
-    preds = read_arrow(cfg.tables.predictions)  # the second engine (delta-rs)
+    preds = read_predictions(cfg.tables.results)  # the second engine (delta-rs)
     assert preds.num_rows == 10 and len(set(preds.column("photo_id").to_pylist())) == 10
     assert set(preds.column("run_id").to_pylist()) == {"run-2"}
     row = preds.to_pylist()[0]
@@ -40,7 +41,8 @@ def test_run_then_rerun_leaves_one_row_per_photo(spark, tiny_world: Path, tmp_pa
         assert row[col], col
     assert -90 <= row["lat_deg"] <= 90 and 0 <= row["confidence"] <= 1 and row["spread_km"] >= 0
     assert row["top_candidates"] and row["top_candidates"][0]["source"] == "retrieved"
-    assert not Path(cfg.tables.predictions).parent.joinpath("_staging", "predictions", "run-2").exists()
+    assert not Path(cfg.tables.results).parent.joinpath("_staging", "results", "run-2").exists()
+    assert second["table_version"] > first["table_version"]
 
 
 def test_empty_input(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -49,8 +51,8 @@ def test_empty_input(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: 
     empty.mkdir()
     cfg, s = _run(spark, conf, str(empty), "run-empty")
     assert (s["read"], s["predicted"], s["errors"]) == (0, 0, 0)
-    assert read_arrow(cfg.tables.predictions).num_rows == 0  # the tables exist, typed, empty
-    assert read_arrow(cfg.tables.errors).num_rows == 0
+    assert read_arrow(cfg.tables.results).num_rows == 0  # the table exists, typed, empty
+    assert read_arrow(cfg.tables.results).schema.names == S.RESULTS.names
 
 
 def test_partition_whose_photos_all_fail(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -63,7 +65,7 @@ def test_partition_whose_photos_all_fail(spark, tiny_world: Path, tmp_path: Path
     (bad / "half.jpg").write_bytes(good[: len(good) // 3])
     cfg, s = _run(spark, conf, str(bad), "run-bad")
     assert (s["read"], s["predicted"], s["errors"]) == (3, 0, 3)
-    errors = {r["photo_id"]: r for r in read_arrow(cfg.tables.errors).to_pylist()}
+    errors = {r["photo_id"]: r for r in read_errors(cfg.tables.results).to_pylist()}
     assert errors["zero"]["stage"] == "decode" and errors["zero"]["reason"] == "the file is empty (0 bytes)"
     assert errors["text"]["reason"].startswith("not an image")
     assert errors["half"]["reason"].startswith("truncated or corrupt image data")
@@ -78,10 +80,10 @@ def test_repeated_and_null_photo_ids(spark, tiny_world: Path, tmp_path: Path) ->
     conf = tiny_conf(tiny_world, tmp_path / "c.yaml")
     cfg, s = _run(spark, conf, str(tmp_path / "photos.parquet"), "run-dup")
     assert (s["read"], s["predicted"], s["errors"]) == (4, 2, 2)
-    preds = read_arrow(cfg.tables.predictions).to_pylist()
+    preds = read_predictions(cfg.tables.results).to_pylist()
     assert sorted(r["photo_id"] for r in preds) == ["a", "b"]
     assert [r["uri"] for r in preds if r["photo_id"] == "a"] == [q[0]]
-    errs = read_arrow(cfg.tables.errors).to_pylist()
+    errs = read_errors(cfg.tables.results).to_pylist()
     dup = [e for e in errs if e["photo_id"] == "a"][0]
     assert dup["stage"] == "input" and dup["reason"] == f"duplicate photo id: the row with uri {q[0]} is processed instead"
     assert [e["reason"] for e in errs if e["photo_id"] is None] == ["the input row has no photo id"]
@@ -94,10 +96,10 @@ def test_skip_rule_on_and_off(spark, tiny_world: Path, tmp_path: Path) -> None: 
     queries = str(tiny_world / "queries")
     cfg, off = _run(spark, conf, queries, "run-off", overrides=["skip.enabled=false"])
     assert off["ranker_skipped"] == 0
-    assert not any(read_arrow(cfg.tables.predictions).column("ranker_skipped").to_pylist())
+    assert not any(read_predictions(cfg.tables.results).column("ranker_skipped").to_pylist())
     _, always = _run(spark, conf, queries, "run-always", overrides=["skip.spread_km=100000"])
     assert always["ranker_skipped"] == always["predicted"] == 10
-    rows = read_arrow(cfg.tables.predictions).to_pylist()
+    rows = read_predictions(cfg.tables.results).to_pylist()
     assert all(r["ranker_skipped"] for r in rows)
     assert all(c["score"] is None for r in rows for c in r["top_candidates"])
 
@@ -106,39 +108,7 @@ def test_missing_photos_folder_fails_at_start(spark, tiny_world: Path, tmp_path:
     conf = tiny_conf(tiny_world, tmp_path / "c.yaml")
     with pytest.raises(InputError, match="photos not found: expected a Delta/Parquet table, a folder of images or an s3:// prefix at"):
         _run(spark, conf, str(tmp_path / "nope"), "run-x")
-    assert not shutil.os.path.exists(load_config(conf).tables.predictions)
-
-
-def test_crash_between_commits_is_rolled_forward(spark, tiny_world: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A run that dies after its errors commit and before its predictions commit is finished by
-    the next run's start (roll forward, idempotent Delta txn), never left half-applied."""
-    import georank.spark.geotag as G
-    from georank import write as W
-
-    conf = tiny_conf(tiny_world, tmp_path / "c.yaml")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for p in sorted((tiny_world / "queries").glob("*.jpg"))[:3]:
-        shutil.copy(p, photos / p.name)
-    (photos / "broken.jpg").write_bytes(b"")
-    cfg, _ = _run(spark, conf, str(photos), "run-old")
-    real = W.write_partition
-
-    def dies_on_predictions(df, uri, **kw):  # type: ignore[no-untyped-def]
-        if kw["table"] == "predictions":
-            raise KeyboardInterrupt("simulated crash between the two commits")
-        return real(df, uri, **kw)
-
-    monkeypatch.setattr(G.write, "write_partition", dies_on_predictions)
-    with pytest.raises(KeyboardInterrupt):
-        _run(spark, conf, str(photos), "run-new")
-    monkeypatch.setattr(G.write, "write_partition", real)
-    assert set(read_arrow(cfg.tables.predictions).column("run_id").to_pylist()) == {"run-old"}
-    assert G.recover_pending(spark, cfg) == ["run-new"]
-    assert set(read_arrow(cfg.tables.predictions).column("run_id").to_pylist()) == {"run-new"}
-    assert set(read_arrow(cfg.tables.errors).column("run_id").to_pylist()) == {"run-new"}
-    assert read_arrow(cfg.tables.predictions).num_rows == 3 and read_arrow(cfg.tables.errors).num_rows == 1
-    assert G.recover_pending(spark, cfg) == []  # nothing left; a second recovery is a no-op
+    assert not shutil.os.path.exists(load_config(conf).tables.results)
 
 
 def test_sharded_placement_predicts_the_same_as_replicated(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -149,30 +119,9 @@ def test_sharded_placement_predicts_the_same_as_replicated(spark, tiny_world: Pa
     sh_cfg, sh = _run(spark, tiny_conf(tiny_world, tmp_path / "sh.yaml", index={"placement": "sharded"}), queries, "run-sh")
     assert (sh["read"], sh["predicted"], sh["ranker_skipped"]) == (rep["read"], rep["predicted"], rep["ranker_skipped"])
     key = lambda r: r["photo_id"]  # noqa: E731
-    a = sorted(read_arrow(rep_cfg.tables.predictions).to_pylist(), key=key)
-    b = sorted(read_arrow(sh_cfg.tables.predictions).to_pylist(), key=key)
+    a = sorted(read_predictions(rep_cfg.tables.results).to_pylist(), key=key)
+    b = sorted(read_predictions(sh_cfg.tables.results).to_pylist(), key=key)
     for x, y in zip(a, b, strict=True):
         assert (x["photo_id"], x["lat_deg"], x["lon_deg"]) == (y["photo_id"], y["lat_deg"], y["lon_deg"])
         assert [c["gallery_id"] for c in x["top_candidates"]] == [c["gallery_id"] for c in y["top_candidates"]]
         assert x["confidence"] == pytest.approx(y["confidence"], abs=1e-5)
-
-
-def test_unmarked_staging_is_dropped_only_when_stale(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A staging folder without a commit marker may belong to a run still computing: a later run's
-    start leaves it until it is older than tables.staging_ttl_hours."""
-    import os
-    import time
-
-    import georank.spark.geotag as G
-
-    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", tables={"staging_ttl_hours": 1})
-    cfg = load_config(conf)
-    root = Path(G._staging_root(cfg))
-    young, old = root / "run-young" / "results", root / "run-old" / "results"
-    for d in (young, old):
-        d.mkdir(parents=True)
-        (d / "part-0.parquet").write_bytes(b"partial")
-    two_hours_ago = time.time() - 7200
-    os.utime(old.parent, (two_hours_ago, two_hours_ago))
-    assert G.recover_pending(spark, cfg) == []
-    assert young.parent.exists() and not old.parent.exists()

@@ -27,7 +27,7 @@ from support import tiny_conf
 
 from georank.config import load_config
 from georank.spark.geotag import run_geotag
-from georank.write import read_arrow
+from georank.write import read_errors, read_predictions
 
 pytestmark = pytest.mark.spark
 DAY = dt.date(2026, 11, 23)
@@ -129,11 +129,11 @@ def test_s3_prefix_input(spark, tiny_world: Path, s3_world: S3World, aws_env: No
     s = run_geotag(spark, cfg, photos_uri=f"s3://{BUCKET}/{PREFIX}", run_date=DAY, run_id="run-s3")
     n = len(s3_world.photo_ids)
     assert (s["read"], s["predicted"], s["errors"]) == (n + 1, n, 1), s
-    preds = read_arrow(cfg.tables.predictions).to_pylist()
+    preds = read_predictions(cfg.tables.results).to_pylist()
     assert sorted(r["photo_id"] for r in preds) == s3_world.photo_ids
     assert all(r["uri"] == f"s3://{BUCKET}/{PREFIX}{r['photo_id']}.jpg" for r in preds)
     assert all(r["index_version"] and r["model_version"] for r in preds)
-    [err] = read_arrow(cfg.tables.errors).to_pylist()
+    [err] = read_errors(cfg.tables.results).to_pylist()
     assert (err["photo_id"], err["uri"], err["stage"]) == ("manifest", f"s3://{BUCKET}/{PREFIX}manifest.txt", "decode")
     assert err["reason"].startswith("not an image"), err["reason"]
 
@@ -151,8 +151,8 @@ def test_s3_missing_and_denied_objects_are_read_errors(spark, tiny_world: Path, 
     cfg = load_config(_conf(tiny_world, tmp_path / "c.yaml", s3_world))
     s = run_geotag(spark, cfg, photos_uri=str(photos), run_date=DAY, run_id="run-s3-errors")
     assert (s["read"], s["predicted"], s["errors"]) == (3, 1, 2), s
-    assert [r["photo_id"] for r in read_arrow(cfg.tables.predictions).to_pylist()] == ["good"]
-    errors = {r["photo_id"]: (r["stage"], r["reason"]) for r in read_arrow(cfg.tables.errors).to_pylist()}
+    assert [r["photo_id"] for r in read_predictions(cfg.tables.results).to_pylist()] == ["good"]
+    errors = {r["photo_id"]: (r["stage"], r["reason"]) for r in read_errors(cfg.tables.results).to_pylist()}
     assert errors == {
         "missing": ("read", f"object not found: {missing}"),
         "denied": ("read", f"access denied: {denied}"),

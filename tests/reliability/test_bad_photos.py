@@ -21,7 +21,7 @@ from support import tiny_conf
 from georank.config import load_config
 from georank.decode import decode_image
 from georank.spark.geotag import run_geotag
-from georank.write import read_arrow
+from georank.write import read_errors, read_predictions
 
 pytestmark = pytest.mark.spark
 DAY = dt.date(2026, 11, 24)
@@ -108,15 +108,15 @@ def test_every_photo_is_one_row_and_counts_add_up(bad_run) -> None:  # type: ign
     paths, cfg, s = bad_run
     assert s["read"] == len(paths) == s["predicted"] + s["errors"]
     assert (s["predicted"], s["errors"]) == (len(PREDICTED), len(EXPECTED_ERRORS))
-    preds = read_arrow(cfg.tables.predictions).column("photo_id").to_pylist()
-    errs = read_arrow(cfg.tables.errors).column("photo_id").to_pylist()
+    preds = read_predictions(cfg.tables.results).column("photo_id").to_pylist()
+    errs = read_errors(cfg.tables.results).column("photo_id").to_pylist()
     assert sorted(preds + errs) == sorted(paths)  # nothing lost, nothing twice
     assert sorted(preds) == sorted(PREDICTED)
 
 
 def test_each_bad_photo_has_its_stage_and_a_readable_reason(bad_run) -> None:  # type: ignore[no-untyped-def]
     _, cfg, _ = bad_run
-    rows = {r["photo_id"]: r for r in read_arrow(cfg.tables.errors).to_pylist()}
+    rows = {r["photo_id"]: r for r in read_errors(cfg.tables.results).to_pylist()}
     for pid, (stage, pattern) in EXPECTED_ERRORS.items():
         assert rows[pid]["stage"] == stage, pid
         assert re.match(pattern, rows[pid]["reason"]), (pid, rows[pid]["reason"])
@@ -126,7 +126,7 @@ def test_each_bad_photo_has_its_stage_and_a_readable_reason(bad_run) -> None:  #
 
 def test_usable_oddities_are_predicted(bad_run) -> None:  # type: ignore[no-untyped-def]
     _, cfg, _ = bad_run
-    rows = {r["photo_id"]: r for r in read_arrow(cfg.tables.predictions).to_pylist()}
+    rows = {r["photo_id"]: r for r in read_predictions(cfg.tables.results).to_pylist()}
     for pid in ("alpha_png", "cmyk", "grey16", "exif_rotated"):
         r = rows[pid]
         assert -90 <= r["lat_deg"] <= 90 and -180 <= r["lon_deg"] <= 180 and 0 <= r["confidence"] <= 1, pid
@@ -143,7 +143,7 @@ def test_exif_rotated_photo_is_predicted_from_the_upright_image(bad_run) -> None
     decoded = decode_photos(pa.table({"photo_id": ["x"], "uri": [str(paths["exif_rotated"])], "image_bytes": pa.nulls(1, pa.binary())}), cfg)
     assert (decoded.column("width_px")[0].as_py(), decoded.column("height_px")[0].as_py()) == (stored_h, stored_w) != (stored_w, stored_h)
 
-    rows = {r["photo_id"]: r for r in read_arrow(cfg.tables.predictions).to_pylist()}
+    rows = {r["photo_id"]: r for r in read_predictions(cfg.tables.results).to_pylist()}
 
     def scored(pid: str) -> list[tuple[int, float]]:
         return [(c["gallery_id"], c["score"]) for c in rows[pid]["top_candidates"]]

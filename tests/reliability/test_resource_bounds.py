@@ -17,7 +17,7 @@ from support import tiny_conf
 
 from georank import schema as S
 from georank.config import load_config
-from georank.write import read_arrow
+from georank.write import read_predictions
 
 DAY = dt.date(2026, 11, 27)
 HUGE = 60  # photos in the one-partition run (120 passed too, run by hand; 60 keeps the suite short)
@@ -92,5 +92,5 @@ def test_many_tiny_partitions_and_one_huge_partition(spark, tiny_world: Path, tm
     huge = load_config(tiny_conf(tiny_world, tmp_path / "huge.yaml", input={"photos_per_partition": 1_000_000}))
     s = run_geotag(spark, huge, photos_uri=str(many), run_date=DAY, run_id="run-one-part")
     assert s["partitions"] == 1 and s["read"] == HUGE == s["predicted"] + s["errors"]
-    preds = read_arrow(huge.tables.predictions).column("photo_id").to_pylist()
+    preds = read_predictions(huge.tables.results).column("photo_id").to_pylist()
     assert len(preds) == len(set(preds)) == s["predicted"]

@@ -1,0 +1,227 @@
+"""The night's commit (driver side): stage by run id, check the counts, ONE Delta commit, verify.
+
+A run's output for its date lands in one commit of the results table, or not at all::
+
+    <results parent>/_staging/<results name>/<run id>/
+        _lease       JSON {run_id, started_ms, heartbeat_ms}, rewritten by the running driver
+        results/     the staged RESULTS rows (Parquet): all compute ends here
+
+    counts checked (read = predicted + errors, one prediction per photo)
+      -> one Delta commit: replaceWhere run_date = D (mode replace) or a first write (mode error),
+         transaction id per date (txnAppId georank-geotag:D), labelled with the run id (userMetadata)
+      -> the table's history must show the run id's commit: a skipped commit fails the run
+      -> the run removes its own staging (success or failure)
+
+A crash before the commit leaves the table as it was; a crash after it leaves the date complete.
+There is no second table to keep in step, so nothing is rolled forward: a crashed run is rerun.
+Leftover staging folders of crashed runs are removed by a later run's start only when the run's
+own start time is older than ``write.staging_ttl_hours`` AND its lease is stale
+(``write.lease_timeout_s``): times come from the files' contents, never from file system times
+(S3A reports 0 for directories).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from georank import write
+from georank.config import GeorankConfig
+from georank.errors import RunError, WriteError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+TXN_APP_PREFIX = "georank-geotag"  # Delta txnAppId of the nightly job's commits: one per run date
+_RUN_ID_TIME = re.compile(r"(\d{8}T\d{6}Z)")  # georank.cli run ids carry their start time (UTC)
+
+
+def txn_app_id(run_date: dt.date) -> str:
+    """The Delta transaction app id of a date's commits. Delta keeps ONE version per app id and per
+    table and skips a commit whose version is not above it, so the id names the date: runs of
+    other dates never shadow each other; of two runs of one date, the later-started one wins."""
+    return f"{TXN_APP_PREFIX}:{run_date.isoformat()}"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def staging_root(cfg: GeorankConfig) -> str:
+    """``<results parent>/_staging/<results name>``: where runs stage, one folder per run id."""
+    results = cfg.resolve(cfg.tables.results).rstrip("/")
+    parent, _, name = results.rpartition("/")
+    return f"{parent}/_staging/{name}"
+
+
+def _fs(spark: "SparkSession", uri: str) -> tuple[Any, Any]:
+    """(Hadoop FileSystem, Path) for ``uri``: the same code serves local folders and s3a://."""
+    jvm: Any = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path  # type: ignore[attr-defined]
+
+
+def _write_text(spark: "SparkSession", uri: str, text: str) -> None:
+    fs, path = _fs(spark, uri)
+    out = fs.create(path, True)
+    try:
+        out.write(bytearray(text.encode()))
+    finally:
+        out.close()
+
+
+def _read_text(spark: "SparkSession", uri: str) -> str | None:
+    fs, path = _fs(spark, uri)
+    if not fs.exists(path):
+        return None
+    jvm: Any = spark.sparkContext._jvm
+    stream = fs.open(path)
+    try:
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
+class Staging:
+    """One run's staging folder with its lease. Use as a context manager on the driver: entering
+    writes the lease and starts a thread that rewrites it every ``write.lease_refresh_s``;
+    leaving (success or failure) stops the thread and removes the folder."""
+
+    def __init__(self, spark: "SparkSession", cfg: GeorankConfig, run_id: str) -> None:
+        self.spark, self.cfg, self.run_id = spark, cfg, run_id
+        self.uri = f"{staging_root(cfg)}/{run_id}"
+        self.results_uri = f"{self.uri}/results"
+        self.started_ms = _now_ms()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _lease(self) -> None:
+        body = {"run_id": self.run_id, "started_ms": self.started_ms, "heartbeat_ms": _now_ms()}
+        _write_text(self.spark, f"{self.uri}/_lease", json.dumps(body))
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.cfg.write.lease_refresh_s):
+            try:
+                self._lease()
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is retried; the run goes on
+                log.warning("run %s: could not refresh the staging lease (%s)", self.run_id, exc)
+
+    def __enter__(self) -> "Staging":
+        self._lease()
+        self._thread = threading.Thread(target=self._refresh, name=f"lease-{self.run_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        fs, path = _fs(self.spark, self.uri)
+        fs.delete(path, True)
+
+
+def _run_started_ms(run_id: str, lease: dict[str, Any] | None) -> int | None:
+    """A run's start time: from its id (georank run ids carry it), else from its lease."""
+    m = _RUN_ID_TIME.search(run_id)
+    if m:
+        return int(dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+    if lease and isinstance(lease.get("started_ms"), int):
+        return int(lease["started_ms"])
+    return None
+
+
+def remove_stale_staging(spark: "SparkSession", cfg: GeorankConfig, *, now_ms: int | None = None) -> list[str]:
+    """Remove the staging folders of crashed runs: a folder goes only when its run started more
+    than ``write.staging_ttl_hours`` ago AND its lease was not refreshed for
+    ``write.lease_timeout_s``. Returns the run ids removed. Called at the start of every run."""
+    now = _now_ms() if now_ms is None else now_ms
+    fs, root = _fs(spark, staging_root(cfg))
+    if not fs.exists(root):
+        return []
+    removed = []
+    for status in fs.listStatus(root):
+        run_dir = status.getPath()
+        run_id = run_dir.getName()
+        text = _read_text(spark, f"{run_dir.toString()}/_lease")
+        try:
+            lease = json.loads(text) if text else None
+        except ValueError:
+            lease = None
+        started = _run_started_ms(run_id, lease)
+        heartbeat = lease.get("heartbeat_ms") if lease else None
+        if started is None:
+            log.warning("staging of %s: no start time in its id or lease; left alone (remove it by hand)", run_id)
+            continue
+        old = (now - started) / 3_600_000 >= cfg.write.staging_ttl_hours
+        stale = not isinstance(heartbeat, int) or (now - heartbeat) / 1000 >= cfg.write.lease_timeout_s
+        if old and stale:
+            log.warning("removing the staging of crashed run %s (started %.2f h ago, lease stale)", run_id,
+                        (now - started) / 3_600_000)
+            fs.delete(run_dir, True)
+            removed.append(run_id)
+        else:
+            log.info("leaving the staging of run %s: %s", run_id, "its lease is live" if not stale else "younger than write.staging_ttl_hours")
+    return removed
+
+
+def date_has_rows(spark: "SparkSession", uri: str, run_date: dt.date) -> bool:
+    """Whether the results table at ``uri`` holds rows of ``run_date``."""
+    return write.is_delta(spark, uri) and bool(
+        spark.read.format("delta").load(uri).where(f"run_date = DATE'{run_date.isoformat()}'").limit(1).count()
+    )
+
+
+def refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date) -> None:
+    """``--mode error``: fail early when the date already has rows (the commit checks it again atomically)."""
+    uri = cfg.resolve(cfg.tables.results)
+    if date_has_rows(spark, uri, run_date):
+        raise WriteError(
+            f"{uri} already has rows for run_date {run_date.isoformat()}; expected none with --mode error "
+            "(use --mode replace to rerun the date)"
+        )
+
+
+def commit_results(
+    staged: "DataFrame",
+    cfg: GeorankConfig,
+    *,
+    run_id: str,
+    run_date: dt.date,
+    started_ms: int,
+    mode: Literal["replace", "error"],
+) -> int:
+    """Commit a run's staged RESULTS rows for ``run_date`` in ONE Delta commit; returns its version.
+
+    ``mode="replace"``: ``replaceWhere run_date = D`` with transaction version ``started_ms``: a run
+    that started before the date's last committed run is skipped by Delta (it never undoes a
+    newer run). ``mode="error"``: transaction version 0, so of two runs that both found the date
+    empty only the first commit lands. Either way a skipped commit raises :class:`RunError`.
+    """
+    uri = cfg.resolve(cfg.tables.results)
+    version = started_ms if mode == "replace" else 0
+    log.info("run %s: committing results", run_id)
+    write.write_partition(
+        staged, uri, table="results", run_date=run_date.isoformat(), mode="replace" if mode == "replace" else "append",
+        txn=(txn_app_id(run_date), version), user_metadata=run_id,
+    )
+    landed = write.commit_version(staged.sparkSession, uri, run_id)
+    if landed is None:
+        why = (
+            "another run wrote this date first (--mode error)" if mode == "error"
+            else "a run of this date that started later has committed already, and an older run never undoes it"
+        )
+        raise RunError(
+            f"run {run_id}: expected its commit in the history of {uri}, got none: Delta skipped it "
+            f"(txnAppId {txn_app_id(run_date)}, txnVersion {version}): {why}; nothing of this run was written"
+        )
+    log.info("run %s: committed as version %d of %s", run_id, landed, uri)
+    if cfg.tables.views_schema:
+        write.create_views(staged.sparkSession, uri, schema_name=cfg.tables.views_schema)
+    return landed

@@ -1,0 +1,218 @@
+"""The night's commit: one Delta commit per run date, never shadowed by a run of another date,
+never undone by an older run, staging removed only when its run is dead (never by file times).
+
+Reproduced first (issue 10): with ONE transaction app id for every date, Delta silently skipped
+the commit of a run that started before, and committed after, a run of another date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import tiny_conf
+
+from georank import schema as S
+from georank import write
+from georank.config import load_config
+from georank.errors import RunError, WriteError
+from georank.spark import commit
+from georank.spark.geotag import run_geotag
+from georank.write import read_arrow, read_errors, read_predictions
+
+pytestmark = pytest.mark.spark
+D1, D2 = dt.date(2026, 11, 21), dt.date(2026, 11, 22)
+
+
+def _rows(run_id: str, day: dt.date, ids: list[str], *, bad: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    out = []
+    for pid in ids:
+        row: dict[str, Any] = {name: None for name in S.RESULTS.names}
+        row.update(photo_id=pid, uri=f"/p/{pid}.jpg", run_id=run_id, run_date=day)
+        if pid in bad:
+            row.update(error_stage="decode", error_reason="the file is empty (0 bytes)")
+        else:
+            row.update(lat_deg=1.0, lon_deg=2.0, confidence=0.5, spread_km=3.0, ranker_skipped=False, n_candidates=1,
+                       top_candidates=[])
+        out.append(row)
+    return out
+
+
+def _df(spark, rows):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return spark.createDataFrame(pa.Table.from_pylist(rows, schema=S.RESULTS).to_pandas(), S.spark_schema(S.RESULTS))
+
+
+def _cfg(tmp_path: Path, **tables: Any):  # type: ignore[no-untyped-def]
+    return load_config(Path(__file__).resolve().parents[2] / "conf" / "local.yaml",
+                       [f"tables.results={tmp_path / 'results'}", *[f"tables.{k}={v}" for k, v in tables.items()]])
+
+
+def _by_date(uri: str) -> dict[dt.date, set[str]]:
+    out: dict[dt.date, set[str]] = {}
+    for r in read_arrow(uri).to_pylist():
+        out.setdefault(r["run_date"], set()).add(r["run_id"])
+    return out
+
+
+def test_one_app_id_for_every_date_loses_a_night_and_the_history_check_sees_it(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The defect as Delta shows it: D2 committed with version 200 under the shared app id, then
+    D1 with version 100 is skipped without an error. The history check catches the skip."""
+    uri = str(tmp_path / "results")
+    write.write_partition(_df(spark, _rows("r2", D2, ["a"])), uri, table="results", run_date=D2.isoformat(),
+                          mode="replace", txn=("shared-app-id", 200), user_metadata="r2")
+    write.write_partition(_df(spark, _rows("r1", D1, ["a"])), uri, table="results", run_date=D1.isoformat(),
+                          mode="replace", txn=("shared-app-id", 100), user_metadata="r1")
+    assert _by_date(uri) == {D2: {"r2"}}  # D1 silently lost
+    assert write.commit_version(spark, uri, "r1") is None and write.commit_version(spark, uri, "r2") == 1
+
+
+def test_per_date_transaction_ids_keep_every_date(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(tmp_path)
+    v2 = commit.commit_results(_df(spark, _rows("r2", D2, ["a", "b"])), cfg, run_id="r2", run_date=D2, started_ms=200,
+                               mode="replace")
+    v1 = commit.commit_results(_df(spark, _rows("r1", D1, ["a"], bad=("a",))), cfg, run_id="r1", run_date=D1,
+                               started_ms=100, mode="replace")
+    assert v1 > v2
+    assert _by_date(cfg.tables.results) == {D1: {"r1"}, D2: {"r2"}}
+    assert read_errors(cfg.tables.results).to_pylist()[0]["stage"] == "decode"
+    assert read_predictions(cfg.tables.results).column("photo_id").to_pylist() == ["a", "b"]
+
+
+def test_an_older_run_of_the_same_date_never_undoes_a_newer_one(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(tmp_path)
+    commit.commit_results(_df(spark, _rows("new", D1, ["a"])), cfg, run_id="new", run_date=D1, started_ms=200, mode="replace")
+    with pytest.raises(RunError, match=r"run old: expected its commit in the history of .*, got none: Delta skipped it "
+                                       r"\(txnAppId georank-geotag:2026-11-21, txnVersion 100\)"):
+        commit.commit_results(_df(spark, _rows("old", D1, ["a"])), cfg, run_id="old", run_date=D1, started_ms=100,
+                              mode="replace")
+    assert _by_date(cfg.tables.results) == {D1: {"new"}}
+
+
+def test_two_error_mode_runs_of_one_date_cannot_both_write(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Both found the date empty (their early checks passed); only the first commit lands."""
+    cfg = _cfg(tmp_path)
+    commit.commit_results(_df(spark, _rows("a", D1, ["x", "y"])), cfg, run_id="a", run_date=D1, started_ms=100, mode="error")
+    with pytest.raises(RunError, match="another run wrote this date first"):
+        commit.commit_results(_df(spark, _rows("b", D1, ["x"])), cfg, run_id="b", run_date=D1, started_ms=200, mode="error")
+    assert _by_date(cfg.tables.results) == {D1: {"a"}} and read_arrow(cfg.tables.results).num_rows == 2
+    with pytest.raises(WriteError, match="already has rows for run_date 2026-11-21; expected none with --mode error"):
+        commit.refuse_existing(spark, cfg, D1)
+
+
+def test_views_filter_the_results_table(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(tmp_path, views_schema="georank_views_test")
+    commit.commit_results(_df(spark, _rows("r", D1, ["a", "b", "c"], bad=("b",))), cfg, run_id="r", run_date=D1,
+                          started_ms=1, mode="replace")
+    preds = spark.sql("SELECT photo_id FROM georank_views_test.predictions ORDER BY photo_id").collect()
+    errs = spark.sql("SELECT photo_id, stage, reason FROM georank_views_test.errors").collect()
+    assert [r.photo_id for r in preds] == ["a", "c"]
+    assert [(r.photo_id, r.stage) for r in errs] == [("b", "decode")]
+    assert spark.table("georank_views_test.predictions").columns == S.PREDICTIONS.names
+    assert spark.table("georank_views_test.errors").columns == S.ERRORS.names
+
+
+def _lease(run_dir: Path, run_id: str, started_ms: int, heartbeat_ms: int | None) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "results").mkdir()
+    body: dict[str, Any] = {"run_id": run_id, "started_ms": started_ms}
+    if heartbeat_ms is not None:
+        body["heartbeat_ms"] = heartbeat_ms
+    (run_dir / "_lease").write_text(json.dumps(body))
+    for p in (run_dir, run_dir / "results", run_dir / "_lease"):
+        os.utime(p, (0, 0))  # as S3A reports directory times: 0 (the epoch)
+
+
+def test_staging_is_removed_by_run_time_and_lease_never_by_file_times(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(tmp_path, **{})
+    cfg = cfg.model_copy(update={"write": cfg.write.model_copy(update={"staging_ttl_hours": 1.0, "lease_timeout_s": 60.0})})
+    root = Path(commit.staging_root(cfg))
+    now = int(time.time() * 1000)
+    hour = 3_600_000
+    _lease(root / "geotag-20000101T000000Z-live", "live", now - 30 * hour, now - 5_000)  # old but its lease is live
+    _lease(root / "geotag-20000101T000000Z-dead", "dead", now - 30 * hour, now - 20 * hour)  # old and stale: crashed
+    _lease(root / "run-young-dead", "young", now - 10 * 60_000, now - 9 * 60_000)  # stale but younger than the ttl
+    _lease(root / "run-unknown", "x", 0, None)  # the id has no time; started_ms 0 in the lease: old, no heartbeat
+    (root / "run-nolease").mkdir(parents=True)  # no lease, no time in the id: left alone
+    removed = commit.remove_stale_staging(spark, cfg, now_ms=now)
+    assert sorted(removed) == ["geotag-20000101T000000Z-dead", "run-unknown"]
+    assert sorted(p.name for p in root.iterdir()) == ["geotag-20000101T000000Z-live", "run-nolease", "run-young-dead"]
+
+
+def test_a_run_keeps_its_lease_fresh_and_removes_its_own_staging(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(tmp_path)
+    cfg = cfg.model_copy(update={"write": cfg.write.model_copy(update={"lease_refresh_s": 0.2})})
+    with commit.Staging(spark, cfg, "run-lease") as staging:
+        lease = Path(staging.uri) / "_lease"
+        first = json.loads(lease.read_text())["heartbeat_ms"]
+        time.sleep(1.0)
+        assert json.loads(lease.read_text())["heartbeat_ms"] > first
+        # another run's start sees a live lease and leaves the folder, however old the run is said to be
+        cfg0 = cfg.model_copy(update={"write": cfg.write.model_copy(update={"staging_ttl_hours": 0.0})})
+        assert commit.remove_stale_staging(spark, cfg0) == []
+        assert Path(staging.uri).is_dir()
+    assert not Path(staging.uri).exists()
+
+
+# ----------------------------------------------------------------------------- whole runs, interleaved
+
+
+def _photos(tiny_world: Path, tmp_path: Path, n: int) -> str:
+    photos = tmp_path / "photos"
+    photos.mkdir(exist_ok=True)
+    for p in sorted((tiny_world / "queries").glob("*.jpg"))[:n]:
+        (photos / p.name).write_bytes(p.read_bytes())
+    return str(photos)
+
+
+def test_a_run_that_started_first_and_commits_last_keeps_its_date(spark, tiny_world: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                    monkeypatch) -> None:
+    """Run D1 starts; while it is about to commit, a whole run of D2 starts and commits. Both dates
+    complete, each once, and both summaries are true (the order is driven deterministically)."""
+    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", skip={"spread_km": 100000})  # skip the ranker: fast
+    cfg = load_config(conf)
+    photos = _photos(tiny_world, tmp_path, 3)
+    real = commit.commit_results
+    summaries: dict[str, dict[str, Any]] = {}
+
+    def d2_commits_first(staged, cfg_, **kw):  # type: ignore[no-untyped-def]
+        if kw["run_id"] == "run-d1":
+            time.sleep(0.01)
+            summaries["d2"] = run_geotag(spark, cfg, photos_uri=photos, run_date=D2, run_id="run-d2")
+        return real(staged, cfg_, **kw)
+
+    monkeypatch.setattr(commit, "commit_results", d2_commits_first)
+    summaries["d1"] = run_geotag(spark, cfg, photos_uri=photos, run_date=D1, run_id="run-d1")
+    assert _by_date(cfg.tables.results) == {D1: {"run-d1"}, D2: {"run-d2"}}
+    assert summaries["d1"]["table_version"] > summaries["d2"]["table_version"]
+    for s in summaries.values():
+        assert (s["read"], s["predicted"], s["errors"]) == (3, 3, 0)
+    assert read_arrow(cfg.tables.results).num_rows == 6
+
+
+def test_a_crashed_run_is_rerun_after_a_newer_run_of_another_date_committed(spark, tiny_world: Path,  # type: ignore[no-untyped-def]
+                                                                            tmp_path: Path, monkeypatch) -> None:
+    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", skip={"spread_km": 100000})
+    cfg = load_config(conf)
+    photos = _photos(tiny_world, tmp_path, 2)
+    real = write.write_partition
+
+    def crash(*a, **kw):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt("simulated crash at the commit")
+
+    monkeypatch.setattr(write, "write_partition", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_geotag(spark, cfg, photos_uri=photos, run_date=D1, run_id="run-d1-crashed")
+    monkeypatch.setattr(write, "write_partition", real)
+    assert not Path(cfg.tables.results).exists()  # nothing half-written
+    assert not (Path(commit.staging_root(cfg)) / "run-d1-crashed").exists()  # its own staging removed
+    run_geotag(spark, cfg, photos_uri=photos, run_date=D2, run_id="run-d2")
+    run_geotag(spark, cfg, photos_uri=photos, run_date=D1, run_id="run-d1-rerun")
+    assert _by_date(cfg.tables.results) == {D1: {"run-d1-rerun"}, D2: {"run-d2"}}
+    assert read_arrow(cfg.tables.results).num_rows == 4
