@@ -14,7 +14,7 @@ from georank import schema as S
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _predictions(n: int) -> pa.Table:
+def _results(n: int) -> pa.Table:
     rows = []
     for i in range(n):
         rows.append(
@@ -26,24 +26,21 @@ def _predictions(n: int) -> pa.Table:
                 "run_id": "r1", "run_date": dt.date(2026, 11, 23),
             }
         )
-    return pa.Table.from_pylist(rows, schema=S.PREDICTIONS)
+    rows.append({"photo_id": "bad", "uri": "/x/bad.jpg", "run_id": "r1", "run_date": dt.date(2026, 11, 23),
+                 "error_stage": "decode", "error_reason": "the file is empty (0 bytes)"})
+    return pa.Table.from_pylist(rows, schema=S.RESULTS)
 
 
 def test_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from deltalake import write_deltalake
 
-    write_deltalake(str(tmp_path / "predictions"), _predictions(5), partition_by=["run_date"])
-    errors = pa.Table.from_pylist(
-        [{"photo_id": "bad", "uri": "/x/bad.jpg", "stage": "decode", "reason": "the file is empty (0 bytes)", "run_id": "r1", "run_date": dt.date(2026, 11, 23)}],
-        schema=S.ERRORS,
-    )
-    write_deltalake(str(tmp_path / "errors"), errors, partition_by=["run_date"])
+    write_deltalake(str(tmp_path / "results"), _results(5), partition_by=["run_date"])
     truth = pa.table({"photo_id": ["p0", "p1", "p9"], "lat_deg": [10.0, 11.5, 0.0], "lon_deg": [20.0, 19.0, 0.0]})
     import pyarrow.parquet as pq
 
     pq.write_table(truth, tmp_path / "truth.parquet")
     for key, value in {
-        "GEORANK_PREDICTIONS": tmp_path / "predictions", "GEORANK_ERRORS": tmp_path / "errors",
+        "GEORANK_RESULTS": tmp_path / "results",
         "GEORANK_TRUTH": tmp_path / "truth.parquet", "GEORANK_MAP_PNG": tmp_path / "map.png", "GEORANK_HEADLESS": "1",
     }.items():
         monkeypatch.setenv(key, str(value))
@@ -54,6 +51,7 @@ def test_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             exec(compile("".join(cell["source"]), "notebook", "exec"), ns)  # noqa: S102 - our own notebook
     nightly = ns["nightly"]
     assert nightly.loc[dt.date(2026, 11, 23), "read"] == 6  # type: ignore[index]
+    assert (nightly.loc[dt.date(2026, 11, 23), "predicted"], nightly.loc[dt.date(2026, 11, 23), "errors"]) == (5, 1)  # type: ignore[index]
     assert (tmp_path / "map.png").stat().st_size > 10_000
     acc = ns["display_value"]
     assert acc["n"] == 3 and acc["missing"] == 1 and acc["acc@1km"] == pytest.approx(1 / 3)  # type: ignore[index]
