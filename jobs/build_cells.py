@@ -29,7 +29,9 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
     if cfg.demo.ensure:  # the embedded demo: its gallery index (and what it needs) is made if missing
         from georank.demo_setup import ensure_demo
 
-        summary["demo"] = ensure_demo(cfg)
+        demo_cfg = cfg.model_copy(deep=True)
+        demo_cfg.candidates.prototypes.enabled = False  # this job builds the prototypes' index itself, below
+        summary["demo"] = ensure_demo(demo_cfg)
     summary.update(build_cells(cfg, mode=args.mode))
 
 
