@@ -40,11 +40,17 @@ log = logging.getLogger(__name__)
 TXN_APP_ID = "georank-evaluate"  # Delta txnAppId of the evaluate job's appends
 
 
-def _evaluate_on_executors(cfg_dict: dict[str, Any], run: RunInfo) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: rebuild the config, evaluate each Arrow batch of PHOTOS."""
+def _evaluate_on_executors(
+    cfg_dict: dict[str, Any], run: RunInfo, *, reference: bool = False
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: rebuild the config, evaluate each Arrow batch of PHOTOS (or of
+    REFERENCE_FRAME rows with ``reference``)."""
 
     def run_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from georank.eval_core import evaluate_partition
+        from georank.eval_reference import reference_partition
+
+        step = reference_partition if reference else evaluate_partition
 
         if not logging.getLogger().handlers and not logging.getLogger("georank").handlers:
             handler = logging.StreamHandler(sys.stderr)
@@ -54,7 +60,7 @@ def _evaluate_on_executors(cfg_dict: dict[str, Any], run: RunInfo) -> Callable[[
         cfg = validate_config(cfg_dict, source="config shipped to executor")
         for batch in batches:
             if batch.num_rows:
-                yield from evaluate_partition(pa.Table.from_batches([batch]), cfg, run).to_batches()
+                yield from step(pa.Table.from_batches([batch]), cfg, run).to_batches()
 
     return run_batches
 
@@ -88,14 +94,14 @@ def demo_benchmark(cfg: GeorankConfig) -> tuple[str, str]:
     return str(out), str(root / "queries")
 
 
-def _check_complete(preds: pa.Table, truth: pa.Table) -> None:
-    want = len(S.EVAL_METHODS) * truth.num_rows
+def _check_complete(preds: pa.Table, truth: pa.Table, methods: tuple[str, ...]) -> None:
+    want = len(methods) * truth.num_rows
     ids = set(truth.column("photo_id").to_pylist())
     pairs = list(zip(preds.column("photo_id").to_pylist(), preds.column("method").to_pylist()))
     if preds.num_rows != want or len(set(pairs)) != want or not {p for p, _ in pairs} <= ids:
         raise RunError(
             f"evaluate: expected one prediction row per benchmark photo and method ({truth.num_rows} x "
-            f"{len(S.EVAL_METHODS)} = {want}), got {preds.num_rows} rows ({len(set(pairs))} distinct)"
+            f"{len(methods)} = {want}), got {preds.num_rows} rows ({len(set(pairs))} distinct)"
         )
 
 
@@ -125,6 +131,7 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate every method on one benchmark; returns the summary (headline numbers, paths)."""
     from georank.candidates import check_sources
+    from georank.eval_reference import REFERENCE_FRAME, REFERENCE_METHODS, reference_frame
     from georank.eval_report import (
         EvalReport,
         accuracy_lines,
@@ -137,25 +144,32 @@ def run_evaluate(
     from georank.evaluate import accuracy_from_errors, method_errors
     from georank.index import read_manifest
 
-    if candidates != "georank":
-        raise InputError(
-            f"--candidates: expected georank (candidates retrieved here), got {candidates!r}; ranking the reference's "
-            "precomputed candidates needs their MP16-Pro images (evaluate.reference_image_uri) and is not wired yet"
-        )
-    check_sources(cfg)
+    if candidates == "georank":
+        check_sources(cfg)
     txn_version = time.time_ns() // 1_000_000
     t0 = time.monotonic()
     bench = read_benchmark(cfg.resolve(benchmark_uri), cfg.evaluate, cfg.s3)
-    manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
-    run = RunInfo(run_id=run_id, run_date=dt.date.today(), index_manifest=manifest.to_dict())
+    reference = candidates == "reference"
+    if reference and bench.reference is None:
+        raise InputError(
+            f"--candidates reference: expected the reference's evaluation file (with candidate_gps_lis, "
+            f"candidate_text_lis, ...), got a {bench.layout} file: {benchmark_uri}"
+        )
+    manifest = None if reference else read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
+    run = RunInfo(run_id=run_id, run_date=dt.date.today(), index_manifest=manifest.to_dict() if manifest else None)
     photos = photos_of(bench, cfg.resolve(images_uri))
+    methods = REFERENCE_METHODS if reference else S.EVAL_METHODS
+    if reference:
+        assert bench.reference is not None
+        photos = reference_frame(photos, bench.reference)
     n_parts = max(1, math.ceil(photos.num_rows / cfg.input.photos_per_partition))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)))
-    df = spark.createDataFrame(photos.to_pylist(), S.spark_schema(S.PHOTOS)).repartition(n_parts)
-    out = df.mapInArrow(_evaluate_on_executors(cfg.model_dump(), run), S.spark_schema(S.EVAL_PREDICTIONS))
+    frame_schema = REFERENCE_FRAME if reference else S.PHOTOS
+    df = spark.createDataFrame(photos.to_pylist(), S.spark_schema(frame_schema)).repartition(n_parts)
+    out = df.mapInArrow(_evaluate_on_executors(cfg.model_dump(), run, reference=reference), S.spark_schema(S.EVAL_PREDICTIONS))
     preds = out.toArrow().cast(S.EVAL_PREDICTIONS)
     seconds_compute = time.monotonic() - t0
-    _check_complete(preds, bench.truth)
+    _check_complete(preds, bench.truth, methods)
 
     radii = tuple(float(r) for r in cfg.evaluate.radii_km)
     errors = method_errors(preds, bench.truth)
@@ -183,13 +197,13 @@ def run_evaluate(
     report_dir = Path(cfg.resolve(cfg.evaluate.report_dir)) / run_id
     paths = write_report(rep, report_dir, radius_km=cfg.evaluate.calibration_radius_km)
     seconds = {"compute": seconds_compute, "write": t2 - t1, "report": time.monotonic() - t2, "total": time.monotonic() - t0}
-    failed = {r["error_stage"] for r in preds.to_pylist() if r["method"] == "nn" and r["error_stage"]}
+    failed = {r["error_stage"] for r in preds.to_pylist() if r["method"] == "full" and r["error_stage"]}
     return {
         "benchmark": bench.name,
         "layout": bench.layout,
         "candidates": candidates,
         "rows": bench.truth.num_rows,
-        "photos_failed": int(sum(1 for r in preds.to_pylist() if r["method"] == "nn" and r["error_stage"])),
+        "photos_failed": int(sum(1 for r in preds.to_pylist() if r["method"] == "full" and r["error_stage"])),
         "failed_stages": sorted(failed),
         "benchmark_counts": bench.counts,
         "methods": summary_numbers(rep),

@@ -1,0 +1,135 @@
+"""``--candidates reference``: rank exactly the candidates of the GeoRanker reference's own evaluation
+files (``im2gps3k.csv`` / ``yfcc4k.csv``), the faithful reproduction path. Spark-free.
+
+Per benchmark photo (a PHOTOS row joined with its REFERENCE_CANDIDATES row):
+
+- candidates: the first ``candidates.retrieved`` entries of ``candidate_gps_lis`` (12 in the
+  reference README, 10 in its evaluate script), each with its description (city state country of
+  ``candidate_text_lis``) and its MP16-Pro image (``evaluate.reference_image_uri`` with
+  ``{img_id}`` from ``candidate_img_lis``, e.g. a ``tar://`` member; with no template the
+  candidate is asked about without its image); then the first ``candidates.generated.n`` entries of
+  ``zs_gps_lis`` (no description, no image; ``(0.0, 0.0)`` kept or dropped by
+  ``evaluate.reference_zero_gps`` when the file was read);
+- negatives: the LAST ``retrieve.negatives_count`` entries of ``candidate_gps_lis``, as the reference;
+- methods: ``nn`` (the first retrieved entry: the reference's retrieval top-1, needs no image),
+  ``ranker`` (every photo ranked) and ``full`` (skip rule on the reference's retrieved list).
+  [L]kNN needs feature distances, which the reference files do not carry: not computed here.
+
+A candidate whose image cannot be read or decoded is dropped (logged); the photo is ranked on
+the others. Runs on executors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from georank import schema as S
+from georank.config import GeorankConfig
+from georank.decide import decide, decide_skipped, should_skip
+from georank.decode import decode_image, rgb_from_bytes
+from georank.errors import PhotoError
+from georank.io import PhotoReader
+from georank.pipeline import RunInfo, decode_photos
+
+log = logging.getLogger(__name__)
+
+REFERENCE_METHODS = ("nn", "ranker", "full")
+REFERENCE_FRAME = pa.schema(list(S.PHOTOS) + [f for f in S.REFERENCE_CANDIDATES if f.name != "photo_id"])
+
+
+def _row(photo_id: str, method: str, **values: Any) -> dict[str, Any]:
+    return {name: values.get(name) for name in S.EVAL_PREDICTIONS.names} | {"photo_id": photo_id, "method": method}
+
+
+def _image(img_id: str | None, cfg: GeorankConfig, reader: PhotoReader, cache: dict[str, Any]) -> tuple[Any, bool]:
+    """(candidate image or None, usable): no template -> (None, True); unreadable -> (None, False)."""
+    template = cfg.evaluate.reference_image_uri
+    if template is None:
+        return None, True
+    if not img_id:
+        return None, False
+    uri = template.format(img_id=img_id)
+    if uri not in cache:
+        try:
+            cache[uri] = decode_image(reader.read(uri), cfg.decode)
+        except PhotoError as err:
+            log.warning("reference candidate image %s unusable (%s): the candidate is dropped", uri, err)
+            cache[uri] = None
+    return cache[uri], cache[uri] is not None
+
+
+def reference_partition(frame: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa.Table:
+    """REFERENCE_FRAME (PHOTOS + the reference's candidates) -> EVAL_PREDICTIONS (REFERENCE_METHODS)."""
+    from georank.rank import RankCandidate, RankQuery, get_scorer
+
+    scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)
+    versions = {"model_version": scorer.model_version, "adapter_version": scorer.adapter_version,
+                "embed_version": None, "index_version": "reference"}
+    decoded = decode_photos(frame.select(S.PHOTOS.names), cfg)
+    refs = {r["photo_id"]: r for r in frame.to_pylist()}
+    out: list[dict[str, Any]] = []
+    for r in frame.to_pylist():  # the reference's retrieval top-1 needs no image
+        lat, lon = r["cand_lat_deg"], r["cand_lon_deg"]
+        if lat:
+            out.append(_row(r["photo_id"], "nn", lat_deg=lat[0], lon_deg=lon[0], **versions))
+        else:
+            out.append(_row(r["photo_id"], "nn", error_stage="retrieve", error_reason="the reference file lists no candidate"))
+    failed = pc.is_valid(decoded.column("error_stage"))
+    for r in decoded.filter(failed).to_pylist():
+        out += [_row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"]) for m in ("ranker", "full")]
+    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)
+    cache: dict[str, Any] = {}
+    todo: list[tuple[str, Any, np.ndarray, np.ndarray]] = []  # photo id, query, candidate latlon, retrieved latlon
+    n_neg = cfg.retrieve.negatives_count
+    for d in decoded.filter(pc.invert(failed)).to_pylist():
+        ref = refs[d["photo_id"]]
+        cands, latlon = [], []
+        for i in range(min(cfg.candidates.retrieved, len(ref["cand_lat_deg"]))):
+            img, ok = _image(ref["cand_img_id"][i], cfg, reader, cache)
+            if ok:
+                cands.append(RankCandidate(ref["cand_lat_deg"][i], ref["cand_lon_deg"][i], ref["cand_description"][i] or "", img))
+                latlon.append((ref["cand_lat_deg"][i], ref["cand_lon_deg"][i]))
+        n_gen = cfg.candidates.generated.n
+        for a, b in list(zip(ref["gen_lat_deg"], ref["gen_lon_deg"]))[:n_gen]:
+            cands.append(RankCandidate(a, b, None, None))
+            latlon.append((a, b))
+        negs = [RankCandidate(a, b, t or "", None) for a, b, t in
+                list(zip(ref["cand_lat_deg"], ref["cand_lon_deg"], ref["cand_description"]))[-n_neg:]] if n_neg else []
+        if not cands:
+            out += [_row(d["photo_id"], m, error_stage="rank", error_reason="no usable reference candidate") for m in ("ranker", "full")]
+            continue
+        query = RankQuery(image=rgb_from_bytes(d["rgb"], d["width_px"], d["height_px"]), candidates=cands, negatives=negs)
+        retrieved = np.column_stack([ref["cand_lat_deg"], ref["cand_lon_deg"]]).astype(np.float64)
+        todo.append((d["photo_id"], query, np.asarray(latlon, dtype=np.float64), retrieved))
+    step = cfg.rank.photos_per_batch
+    for start in range(0, len(todo), step):
+        batch = todo[start : start + step]
+        for (pid, _q, cand_latlon, retrieved), scores in zip(batch, scorer.score([t[1] for t in batch])):
+            dec = decide(np.asarray(scores, dtype=np.float64), cand_latlon, cfg.decide)
+            ranker = _row(pid, "ranker", lat_deg=dec.lat_deg, lon_deg=dec.lon_deg, confidence=dec.confidence,
+                          ranker_skipped=False, **versions)
+            out.append(ranker)
+            if should_skip(retrieved, cfg.skip):
+                sk = decide_skipped(retrieved, cfg.skip, cfg.decide)
+                out.append(_row(pid, "full", lat_deg=sk.lat_deg, lon_deg=sk.lon_deg, confidence=sk.confidence,
+                                ranker_skipped=True, **versions))
+            else:
+                out.append({**ranker, "method": "full"})
+    return pa.Table.from_pylist(out, schema=S.EVAL_PREDICTIONS)
+
+
+def reference_frame(photos: pa.Table, reference: pa.Table) -> pa.Table:
+    """PHOTOS joined with REFERENCE_CANDIDATES by position (both in the benchmark file's order)."""
+    if photos.column("photo_id").to_pylist() != reference.column("photo_id").to_pylist():
+        raise ValueError("reference_frame: expected photos and reference candidates in the same order")
+    cols = {n: photos.column(n) for n in S.PHOTOS.names}
+    cols.update({n: reference.column(n) for n in REFERENCE_FRAME.names if n not in cols})
+    return pa.table(cols, schema=REFERENCE_FRAME)
+
+
+__all__ = ["REFERENCE_FRAME", "REFERENCE_METHODS", "reference_frame", "reference_partition"]
