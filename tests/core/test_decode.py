@@ -191,3 +191,19 @@ def test_bomb_beyond_pillows_own_limit_is_a_decode_error() -> None:
 def test_large_photo_is_bounded() -> None:
     out = decode_image(_jpeg(3000, 1000), DecodeConfig(max_side_px=512))
     assert max(out.size) <= 512 and out.mode == "RGB"
+
+
+def test_reproduction_switches_from_the_command_line(project_root: Path) -> None:
+    """issue 11's reference mode: no EXIF transpose, alpha dropped, native size; one aspect key."""
+    from georank.config import load_config
+    from georank.errors import ConfigError
+
+    conf = project_root / "conf" / "local.yaml"
+    d = load_config(conf, ["decode.max_side_px=null", "decode.alpha=drop", "decode.exif_orientation=false"]).decode
+    assert (d.max_side_px, d.alpha, d.exif_orientation) == (None, "drop", False)
+    d = load_config(conf).decode
+    assert (d.max_side_px, d.alpha, d.exif_orientation, d.max_aspect_ratio) == (1024, "composite", True, 200.0)
+    with pytest.raises(ConfigError, match="unknown config key 'rank.max_aspect_ratio'"):
+        load_config(conf, ["rank.max_aspect_ratio=100"])
+    with pytest.raises(ConfigError, match="'decode.alpha'.*expected one of 'composite' or 'drop', got 'keep'"):
+        load_config(conf, ["decode.alpha=keep"])
