@@ -146,3 +146,38 @@ def test_index_and_ranged_reads_from_s3(archive: tuple[Path, dict[str, bytes]], 
         reader.read(f"tar://{uri}#missing.jpg")
     with pytest.raises(PhotoError, match=r"tar member index s3://mp16/nothing.tar.index.parquet unreadable \(object not found"):
         reader.read(f"tar://s3://{BUCKET}/nothing.tar#a.jpg")
+
+
+def test_prepare_mp16_job_indexes_the_tar_and_writes_a_gallery_of_tar_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    import json
+
+    from georank.cli import run_job
+
+    tar_path = tmp_path / "mp-16-images.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for name, colour in (("33_e3_1.jpg", (200, 0, 0)), ("aa_bb_2.jpg", (0, 200, 0))):
+            data = _jpeg(colour)
+            info = tarfile.TarInfo(f"mp16/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    meta = tmp_path / "MP16_Pro_filtered.csv"
+    meta.write_text("IMG_ID,LAT,LON,neighbourhood,city,county,state,region,country,continent\n"
+                    "33_e3_1.jpg,48.85,2.35,,Paris,,Ile-de-France,,France,Europe\naa_bb_2.jpg,40.7,-74.0,,New York,,New York,,United States,\n")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"tables:\n  gallery: {tmp_path / 'gallery.parquet'}\ndemo:\n  ensure: false\n")
+    spec = importlib.util.spec_from_file_location("prepare_job", Path(__file__).resolve().parents[2] / "jobs" / "prepare_mp16.py")
+    assert spec and spec.loader
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    resources.clear()
+    argv = ["--conf", str(conf), "--metadata", str(meta), "--tar", str(tar_path)]
+    assert run_job("prepare_mp16", job.main, add_args=job.add_args, argv=argv) == 1  # members live under mp16/
+    assert "2 of 2 images are not members" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert run_job("prepare_mp16", job.main, add_args=job.add_args, argv=[*argv, "--member-prefix", "mp16/"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["gallery_rows"] == 2
+    gallery = pq.read_table(tmp_path / "gallery.parquet")
+    assert gallery.schema == S.GALLERY
+    img = decode_image(read_bytes(gallery.column("uri").to_pylist()[1], S3Config()), DecodeConfig())
+    assert img.getpixel((20, 15))[1] > 150  # the green one, read from the tar by offset
