@@ -66,3 +66,27 @@ def test_generated_candidates_are_ranked_after_the_retrieved_ones(tiny_world: Pa
         # the two generated candidates are the same place with the same prompt: the same score
         # (up to float32 rounding between batch rows)
         assert generated[0]["score"] == pytest.approx(generated[1]["score"], rel=1e-5)
+
+
+def test_generated_go_after_retrieved_and_before_prototypes(tiny_world: Path, answering_vlm: Path) -> None:
+    """The tie order inside one ranker batch: retrieved, generated, prototype (candidates and the
+    ranker's query stay aligned)."""
+    from PIL import Image
+
+    from georank.candidates import Candidate, PhotoCandidates
+    from georank.rank import RankCandidate, RankQuery
+    from georank.ranking import _add_generated, _ToRank
+
+    cfg = _cfg(tiny_world, answering_vlm)
+    image = Image.open(sorted((tiny_world / "queries").glob("*.jpg"))[0]).convert("RGB")
+    usable = [Candidate("retrieved", 1.0, 1.0, "A", "/a.jpg", gallery_id=1), Candidate("prototype", 2.0, 2.0, "B", None, rank=0)]
+    query = RankQuery(image=image, candidates=[RankCandidate(1.0, 1.0, "A", image), RankCandidate(2.0, 2.0, "B", None)], negatives=[])
+    items = [_ToRank({"photo_id": f"p{i}"}, PhotoCandidates(list(usable), [], []), list(usable), [image, None], 0, query) for i in range(2)]
+    out: list[dict] = []
+    kept = _add_generated(items, cfg, out)
+    assert out == [] and len(kept) == 2
+    for item in kept:
+        assert [c.source for c in item.usable] == ["retrieved", "generated", "generated", "prototype"]
+        assert [(c.lat_deg, c.lon_deg) for c in item.query.candidates] == [(c.lat_deg, c.lon_deg) for c in item.usable]
+        assert [c.description for c in item.query.candidates] == ["A", None, None, "B"]  # generated: no description
+        assert item.images[1:3] == [None, None]
