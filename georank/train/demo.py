@@ -59,7 +59,7 @@ def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] |
     base = Path(cfg.resolve(cfg.rank.base_model_uri))
     adapter = Path(cfg.resolve(cfg.rank.adapter_uri))
     stamp = base.parent / STAMP
-    want = _wanted(cfg, world_id)
+    want = json.loads(json.dumps(_wanted(cfg, world_id)))  # as it reads back (tuples become lists)
     if stamp.is_file() and (adapter / "adapter_config.json").is_file() and (base / "config.json").is_file():
         try:
             if json.loads(stamp.read_text()).get("settings") == want:
