@@ -108,8 +108,7 @@ def _config(work: Path, per_partition: int):  # type: ignore[no-untyped-def]
     return load_config(
         ROOT / "conf" / "local.yaml",
         [
-            f"tables.predictions={tables / 'predictions'}",
-            f"tables.errors={tables / 'errors'}",
+            f"tables.results={tables / 'results'}",
             f"input.photos_per_partition={per_partition}",
             "demo.ensure=false",
             "spark.conf={'spark.sql.shuffle.partitions': '2', 'spark.default.parallelism': '2', "

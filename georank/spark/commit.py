@@ -131,7 +131,7 @@ def _run_started_ms(run_id: str, lease: dict[str, Any] | None) -> int | None:
     """A run's start time: from its id (georank run ids carry it), else from its lease."""
     m = _RUN_ID_TIME.search(run_id)
     if m:
-        return int(dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+        return int(dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp() * 1000)
     if lease and isinstance(lease.get("started_ms"), int):
         return int(lease["started_ms"])
     return None
