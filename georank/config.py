@@ -199,6 +199,10 @@ class RankConfig(_Section):
     min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
     max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # reference cap; lower it for throughput
     candidate_jpeg_quality: int | None = Field(75, ge=1, le=100)  # reference re-encodes candidates as JPEG q75
+    # Ablations of the seed's Table 5 (evaluate only; all true = the reference prompt, byte for byte):
+    prompt_negatives: bool = True  # false: no "Negative examples: ..." text ("w/o negatives")
+    prompt_descriptions: bool = True  # false: no place description, in the question or the negatives ("w/o descriptions")
+    prompt_candidate_image: bool = True  # false: the candidate's gallery image is left out ("w/o candidate image")
 
 
 class SkipConfig(_Section):

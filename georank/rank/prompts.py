@@ -75,9 +75,11 @@ def candidate_text(candidate: RankCandidate) -> str:
 
 
 def negatives_text(negatives: Sequence[RankCandidate]) -> str:
-    """``Negative examples: latitude: a, longitude: b, desc; ...`` (a missing description is blank)."""
+    """``Negative examples: latitude: a, longitude: b, desc; ...`` (a blank description keeps its
+    comma; a description of None, which only the ``w/o descriptions`` ablation makes, has none)."""
     items = [
-        f"latitude: {format_coord(n.lat_deg)}, longitude: {format_coord(n.lon_deg)}, {n.description or ''}"
+        f"latitude: {format_coord(n.lat_deg)}, longitude: {format_coord(n.lon_deg)}"
+        + ("" if n.description is None else f", {n.description}")
         for n in negatives
     ]
     return f"Negative examples: {'; '.join(items)}"
@@ -91,8 +93,27 @@ def build_messages(query_image: Any, candidate: RankCandidate, negatives: Sequen
     ]
     if candidate.image is not None:
         content.append({"type": "image", "image": candidate.image})
-    content.append({"type": "text", "text": negatives_text(negatives)})
+    if negatives:  # none only under the ``w/o negatives`` ablation (the reference always has five)
+        content.append({"type": "text", "text": negatives_text(negatives)})
     return [{"role": "user", "content": content}]
+
+
+def ablate(query: RankQuery, cfg: RankConfig) -> RankQuery:
+    """The query as the seed's Table 5 ablations see it (``rank.prompt_negatives``,
+    ``rank.prompt_descriptions``, ``rank.prompt_candidate_image``); with all three true (the
+    default) the very same query, so the default prompt is unchanged byte for byte."""
+    if cfg.prompt_negatives and cfg.prompt_descriptions and cfg.prompt_candidate_image:
+        return query
+    cands = [
+        RankCandidate(c.lat_deg, c.lon_deg, c.description if cfg.prompt_descriptions else None,
+                      c.image if cfg.prompt_candidate_image else None)
+        for c in query.candidates
+    ]
+    negs = [
+        RankCandidate(n.lat_deg, n.lon_deg, n.description if cfg.prompt_descriptions else None, n.image)
+        for n in query.negatives
+    ] if cfg.prompt_negatives else []
+    return RankQuery(query.image, cands, negs)
 
 
 def render_prompt(
@@ -249,6 +270,7 @@ def encode_query(processor: Any, query: RankQuery, cfg: RankConfig) -> EncodedQu
     shared token prefix ends at ``latitude:``, not at the space after it. The prefix is
     tokenized on its own and checked to be a token prefix of every pair; a mismatch raises.
     """
+    query = ablate(query, cfg)
     query_image = prepare_image(query.image, cfg, is_candidate=False)
     query_enc = encode_image(processor, query_image)
     prefix_ids = tokenize(processor, render_prefix(processor, query_image), [query_enc])
