@@ -238,6 +238,17 @@ SHARD_META = pa.schema(
     ]
 )
 
+# Sharded placement's embed stage (georank.spark.geotag): one row per photo, an embedding or an error.
+EMBEDDED = pa.schema(
+    [
+        _f("photo_id", pa.string(), "Query photo id", nullable=False),
+        _f("embedding", pa.list_(pa.float32()), "L2-normalised query embedding (null on an error row)"),
+        _f("embed_version", pa.string(), "Embedder version that produced the vector"),
+        _f("error_stage", pa.string(), "embed when the encoder failed on the photo, else null"),
+        _f("error_reason", pa.string(), "Why, in words (null when embedded)"),
+    ]
+)
+
 NEIGHBOURS = pa.schema(
     [
         _f("photo_id", pa.string(), "Query photo id", nullable=False),

@@ -175,19 +175,27 @@ def _decode_and_geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig],
     return decode_and_geotag
 
 
-def _embed_step(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
-    """Sharded placement: DECODED -> EMBEDDED (photo_id, embedding, embed_version)."""
-    from georank.pipeline import embed_photos
+def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    def embed(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
+        """Sharded placement: DECODED -> EMBEDDED; a photo the encoder fails on is a row with
+        ``error_stage`` embed and no embedding (per-photo isolation, as the replicated path)."""
+        from georank.pipeline import embed_isolated
 
-    emb, version = embed_photos(decoded, cfg)
-    return pa.Table.from_arrays(
-        [
-            decoded.column("photo_id").combine_chunks(),
-            pa.array(list(emb), type=pa.list_(pa.float32())),
-            pa.array([version] * decoded.num_rows, type=pa.string()),
-        ],
-        schema=EMBEDDED,
-    )
+        ok, emb, version, failed = embed_isolated(decoded, cfg, run)
+        n_bad = failed.num_rows
+        return pa.Table.from_arrays(
+            [
+                pa.concat_arrays([ok.column("photo_id").combine_chunks().cast(pa.string()),
+                                  failed.column("photo_id").combine_chunks().cast(pa.string())]),
+                pa.array(list(emb) + [None] * n_bad, type=pa.list_(pa.float32())),
+                pa.array([version] * (ok.num_rows + n_bad), type=pa.string()),
+                pa.concat_arrays([pa.nulls(ok.num_rows, pa.string()), failed.column("error_stage").combine_chunks()]),
+                pa.concat_arrays([pa.nulls(ok.num_rows, pa.string()), failed.column("error_reason").combine_chunks()]),
+            ],
+            schema=S.EMBEDDED,
+        )
+
+    return embed
 
 
 def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
@@ -209,15 +217,6 @@ def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
         return pa.concat_tables(parts)
 
     return rank
-
-
-EMBEDDED = pa.schema(
-    [
-        pa.field("photo_id", pa.string(), nullable=False),
-        pa.field("embedding", pa.list_(pa.float32())),
-        pa.field("embed_version", pa.string()),
-    ]
-)
 
 
 def _executor_logging() -> None:
@@ -333,19 +332,31 @@ def _sharded_results(
     manifest = Manifest.from_dict(run.index_manifest or {})
     failed = _as_error_results(decoded.where(F.col("error_stage").isNotNull()), run.run_id, run.run_date)
     embedded = ok.mapInArrow(
-        _on_executors(cfg_dict, _embed_step, accelerator=True), S.spark_schema(EMBEDDED), profile=profile
+        _on_executors(cfg_dict, _embed_step(run), accelerator=True), S.spark_schema(S.EMBEDDED), profile=profile
     ).cache()
-    embedded.count()  # embed once: the search and the join below both read it
-    neighbours = retrieve_neighbours(embedded.select("photo_id", "embedding"), cfg=cfg, manifest=manifest)
+    embedded.count()  # embed once: the search and the joins below all read it
+    embedded_ok = embedded.where(F.col("error_stage").isNull())
+    embed_failed = ok.select("photo_id", "uri").join(
+        embedded.where(F.col("error_stage").isNotNull()).select("photo_id", "error_stage", "error_reason"), "photo_id"
+    )
+    neighbours = retrieve_neighbours(embedded_ok.select("photo_id", "embedding"), cfg=cfg, manifest=manifest).cache()
+    # A photo the merged search returned no row for is an error row, never silently dropped by the join.
+    not_found = (
+        ok.select("photo_id", "uri").join(embedded_ok.select("photo_id"), "photo_id")
+        .join(neighbours.select("photo_id"), "photo_id", "left_anti")
+        .select("photo_id", "uri", F.lit("retrieve").alias("error_stage"),
+                F.lit("the index search returned no neighbours for the photo").alias("error_reason"))
+    )
     joined = (
         ok.join(neighbours, "photo_id")
-        .join(embedded.select("photo_id", "embed_version"), "photo_id")
+        .join(embedded_ok.select("photo_id", "embed_version"), "photo_id")
         .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
     )
     ranked = joined.mapInArrow(
         _on_executors(cfg_dict, _rank_step(run), accelerator=True), S.spark_schema(S.RESULTS), profile=profile
     )
-    return ranked.unionByName(failed)
+    later_failed = _as_error_results(embed_failed.unionByName(not_found), run.run_id, run.run_date)
+    return ranked.unionByName(failed).unionByName(later_failed)
 
 
 def run_geotag(

@@ -74,7 +74,7 @@ def test_unknown_key_in_the_config_file_fails_through_spark_submit(tiny_world: P
         cwd=ROOT, env={**os.environ, "GEORANK_SKIP_SETUP": "1"}, capture_output=True, text=True, timeout=120,
     )
     assert r.returncode == 2
-    assert f"georank: unknown config key 'decode.max_pixel' in {conf}; valid keys under decode: max_aspect_ratio, max_bytes, max_pixels," in r.stderr
+    assert f"georank: unknown config key 'decode.max_pixel' in {conf}; valid keys under decode: alpha, exif_orientation, max_aspect_ratio, max_bytes, max_pixels," in r.stderr
     assert "SparkContext" not in r.stderr and "Traceback" not in r.stderr  # refused before a JVM started
     assert not (tmp_path / "c-tables").exists()
 
@@ -108,10 +108,9 @@ def test_checkpoint_that_does_not_fit_fails_the_run_not_the_photos(spark, tiny_w
         run_geotag(spark, cfg, photos_uri=str(tiny_world / "queries"), run_date=DAY, run_id="run-bad-adapter")
     assert "unexpected keys: base_model.model.transformer.h.0." in str(err.value)
     assert "Traceback" not in str(err.value) and "Py4J" not in str(err.value)
-    for table in (cfg.tables.predictions, cfg.tables.errors):
-        assert not Path(table).exists(), table  # nothing committed: not even an empty table
-    staging = Path(cfg.tables.predictions).parent / "_staging" / "predictions"
-    assert not any(staging.glob("*/_commit")) if staging.exists() else True
+    assert not Path(cfg.tables.results).exists()  # nothing committed: not even an empty table
+    staging = Path(cfg.tables.results).parent / "_staging" / "results"
+    assert not staging.exists() or not any(staging.iterdir())  # the failed run removed its own staging
 
 
 def _index_copy(world: Path, out: Path, **manifest_changes: str) -> Path:
@@ -131,7 +130,7 @@ def test_index_manifest_from_another_format_version_fails_at_start_up(spark, tin
     cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml", index={"uri": str(index)}))
     with pytest.raises(GalleryIndexError, match=r"manifest.json: expected format 'georank-index/1', got 'georank-index/2'"):
         run_geotag(spark, cfg, photos_uri=str(tiny_world / "queries"), run_date=DAY, run_id="run-bad-manifest")
-    assert not Path(cfg.tables.predictions).exists() and not Path(cfg.tables.errors).exists()
+    assert not Path(cfg.tables.results).exists()
 
 
 @pytest.mark.spark
@@ -142,4 +141,4 @@ def test_index_built_by_another_embedder_fails_the_run(spark, tiny_world: Path, 
     cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml", index={"uri": str(index)}))
     with pytest.raises(GalleryIndexError, match=r"was built from gallery embeddings of embedder 0123456789abcdef, but the queries are embedded by [0-9a-f]{16}"):
         run_geotag(spark, cfg, photos_uri=str(tiny_world / "queries"), run_date=DAY, run_id="run-other-embedder")
-    assert not Path(cfg.tables.predictions).exists() and not Path(cfg.tables.errors).exists()
+    assert not Path(cfg.tables.results).exists()

@@ -44,7 +44,7 @@ def test_photo_over_the_pixel_cap_never_reaches_the_model(tiny_world: Path, tmp_
     def model(*a, **k):  # type: ignore[no-untyped-def]
         raise AssertionError("the refused photo reached a model")
 
-    monkeypatch.setattr(P, "embed_photos", model)
+    monkeypatch.setattr(P, "embed_isolated", model)
     monkeypatch.setattr(P, "rank_and_decide", model)
     out = geotag_partition(decoded, cfg, RunInfo("r", DAY)).to_pylist()
     assert [(r["photo_id"], r["error_stage"]) for r in out] == [("bomb", "decode")]
