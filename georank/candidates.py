@@ -39,7 +39,7 @@ class Candidate:
     lon_deg: float
     description: str | None  # city, state, country (None for generated candidates)
     image_uri: str | None  # gallery image behind a retrieved candidate (None for the other sources)
-    gallery_id: int | None = None  # retrieved: gallery id; prototype: the key's id in the prototypes' index
+    gallery_id: int | None = None  # gallery id of a retrieved candidate (None for the other sources)
     similarity: float | None = None  # retrieval inner product (retrieved, prototype)
     rank: int = 0  # 0-based position within its source (best first)
 
@@ -136,7 +136,7 @@ def prototype_candidates(cfg: GeorankConfig, embeddings: np.ndarray, *, embed_ve
                 lon_deg=float(hits.lon_deg[i, j]),
                 description=hits.description[i][j] or "",
                 image_uri=None,
-                gallery_id=int(hits.gallery_id[i, j]),
+                gallery_id=None,  # not a gallery photo (the key's id in the prototypes' index stays there)
                 similarity=float(hits.similarity[i, j]),
                 rank=j,
             )

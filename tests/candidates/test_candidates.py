@@ -40,7 +40,7 @@ def _row(k: int = 20) -> dict[str, Any]:
 def test_sources_in_tie_order_with_ranks_and_no_images_outside_retrieval() -> None:
     cfg = GeorankConfig()
     gen = [Candidate("generated", 1.0, 2.0, None, None, rank=0), Candidate("generated", 3.0, 4.0, None, None, rank=1)]
-    proto = [Candidate("prototype", 5.0, 6.0, "Paris France", None, gallery_id=7, similarity=0.5, rank=0)]
+    proto = [Candidate("prototype", 5.0, 6.0, "Paris France", None, similarity=0.5, rank=0)]
     pc = from_neighbours(_row(), cfg, generated=gen, prototypes=proto)
     sources = [c.source for c in pc.candidates]
     assert sources == ["retrieved"] * 12 + ["generated"] * 2 + ["prototype"]
@@ -93,8 +93,9 @@ def test_prototype_candidates_from_a_cells_index(tmp_path: Path) -> None:
     assert all(c.image_uri is None and c.description is not None for c in first)
     sims = [c.similarity for c in first]
     assert sims == sorted(sims, reverse=True)
-    cells = keys.cells.to_pylist()
-    assert (first[0].lat_deg, first[0].lon_deg) == (cells[first[0].gallery_id]["lat_deg"], cells[first[0].gallery_id]["lon_deg"])
+    assert all(c.gallery_id is None for c in first)  # not gallery photos
+    centres = {(r["lat_deg"], r["lon_deg"]): r["description"] for r in keys.cells.to_pylist()}
+    assert all(centres[(c.lat_deg, c.lon_deg)] == c.description for c in first)  # cell centres and their places
     from georank.errors import GalleryIndexError
 
     with pytest.raises(GalleryIndexError, match="expected the same"):
