@@ -29,7 +29,7 @@ from georank import schema as S
 from georank.cells.partition import cell_id_of_token, cell_levels, centres_deg, partition, token
 from georank.cells.prototypes import AERIAL_LEVEL, aerial_keys, enclosing_cell, l2_normalize, train_prototypes
 from georank.config import GeorankConfig, IndexConfig, PrototypeConfig, S3Config
-from georank.errors import GalleryIndexError, InputError
+from georank.errors import ConfigError, GalleryIndexError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,12 @@ def build_cells(cfg: GeorankConfig, *, mode: Literal["error", "overwrite"] = "er
     (+ aerial keys when ``candidates.prototypes.aerial_uri`` is set) -> the prototypes' index."""
     pcfg = cfg.candidates.prototypes
     if pcfg.uri is None:
-        raise InputError("candidates.prototypes.uri is null: expected a folder or s3:// prefix for the prototypes' index")
+        raise ConfigError("config key 'candidates.prototypes.uri': expected a folder or s3:// prefix for the prototypes' index, got null")
+    if pcfg.start_level > pcfg.max_level:
+        raise ConfigError(
+            f"config key 'candidates.prototypes.start_level': expected at most candidates.prototypes.max_level = "
+            f"{pcfg.max_level}, got {pcfg.start_level}"
+        )
     _, latlon, vectors, gallery_manifest = gallery_vectors(cfg)
     aerial = read_aerial_tiles(cfg.resolve(pcfg.aerial_uri), cfg.s3, gallery_manifest.dim) if pcfg.aerial_uri else None
     keys = cell_keys(latlon[:, 0], latlon[:, 1], vectors, pcfg, aerial=aerial)

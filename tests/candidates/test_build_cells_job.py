@@ -77,6 +77,9 @@ def test_build_cells_job_and_aerial_plumbing(tiny_world: Path, tmp_path: Path, c
     pq.write_table(tiles.set_column(0, "cell_token", pa.array([token(parent_ids(cells16[:1], 12)[0])] * 3)), bad)
     got = _run(conf, "--mode", "overwrite", "--set", f"candidates.prototypes.aerial_uri={bad}", capsys=capsys)
     assert got["code"] == 1 and "expected 16" in got["error"]
+    got = _run(conf, "--mode", "overwrite", "--set", "candidates.prototypes.start_level=15",
+               "--set", "candidates.prototypes.max_level=10", capsys=capsys)
+    assert got["code"] == 2 and "expected at most candidates.prototypes.max_level = 10, got 15" in got["error"]
     assert np.isfinite(vectors).all() and len(ids) == 120
 
 
