@@ -3,7 +3,8 @@
 Driver side: :func:`run_geotag`. Executor side: the closures passed to
 ``mapInArrow`` capture only plain values (the config as a dict, the run id and
 date) and call :mod:`georank.pipeline`; models and shards come from the
-per-worker cache.
+per-worker cache. The executor plumbing (the mapInArrow wrapper, threads, GPU binding, fault
+injection, executor errors) lives in :mod:`georank.spark.executors`.
 
 Shape of a run::
 
@@ -19,25 +20,23 @@ Shape of a run::
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import math
-import re
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
 from georank import schema as S
-from georank.config import GeorankConfig, validate_config
+from georank.config import GeorankConfig
 from georank.errors import InputError, RunError
 from georank.io import list_images, photo_ids
 from georank.pipeline import RunInfo, decode_photos
 from georank.spark.commit import Staging
+from georank.spark.executors import executor_errors, gpu_profile, on_executors
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -117,41 +116,7 @@ def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame",
     return good, errors
 
 
-# ----------------------------------------------------------------------------- executor closures
-
-
-def _on_executors(
-    cfg_dict: dict[str, Any],
-    step: Callable[[pa.Table, GeorankConfig], pa.Table],
-    *,
-    accelerator: bool,
-    whole_partition: bool = False,
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function of one stage: rebuild the config from plain values, bind the
-    task's GPU in accelerator stages, and run ``step`` (a core function) on each Arrow batch, or
-    once on the whole partition. Captures only plain values and a module-level function."""
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        _executor_logging()
-        cfg = validate_config(cfg_dict, source="config shipped to executor")
-        if accelerator:
-            _bind_gpu(cfg)
-        tables: Iterator[pa.Table] = (pa.Table.from_batches([b]) for b in batches)
-        if whole_partition:
-            parts = list(tables)
-            tables = iter([pa.concat_tables(parts)] if parts else [])
-        for table in tables:
-            if table.num_rows == 0:
-                continue
-            started = time.monotonic()
-            out = step(table, cfg)
-            if accelerator:
-                _maybe_kill_worker()
-            if accelerator:
-                log.info("%s: %d photos in %.1f s", getattr(step, "__name__", "step"), table.num_rows, time.monotonic() - started)
-            yield from out.to_batches()
-
-    return run
+# ----------------------------------------------------------------------------- executor steps
 
 
 def _geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
@@ -219,86 +184,7 @@ def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     return rank
 
 
-def _executor_logging() -> None:
-    """On executors: georank's INFO lines (GPU binding, progress) go to the Python worker's
-    stderr, i.e. the executor's log; once per worker. Without it they are dropped (no handler)."""
-    logger = logging.getLogger("georank")
-    if logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
-def _bind_gpu(cfg: GeorankConfig) -> None:
-    """On executors: use the GPU Spark assigned to this task (stage-level scheduling)."""
-    if not cfg.spark.gpu.enabled:
-        return
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    gpus = ctx.resources().get("gpu") if ctx is not None else None
-    if gpus is None or not gpus.addresses:
-        raise RunError("the accelerator stage asked for a GPU, but Spark assigned none to this task")
-    log.info("task %s runs on GPU %s", ctx.taskAttemptId() if ctx else "?", gpus.addresses[0])
-    if cfg.rank.device == "cuda" or cfg.embed.device == "cuda":
-        import torch
-
-        torch.cuda.set_device(int(gpus.addresses[0]))
-
-
-def gpu_profile(cfg: GeorankConfig):  # type: ignore[no-untyped-def]
-    """The accelerator stage's ResourceProfile (task-only: works without dynamic allocation on
-    standalone and Kubernetes), or None when the config asks for no GPU."""
-    if not cfg.spark.gpu.enabled:
-        return None
-    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
-
-    treq = TaskResourceRequests().cpus(1).resource("gpu", cfg.spark.gpu.task_amount)
-    return ResourceProfileBuilder().require(treq).build
-
-
-# Fault injection for the reliability tests, off unless this variable is set in the Python
-# workers' environment: "kill-worker-once" ends the Python worker of the accelerator task of
-# partition 0 with os._exit, mid-task, on its first attempt only, so that Spark's retry can be
-# shown to give the same output as an undisturbed run (tests/reliability/test_crash_and_rerun.py).
-FAULT_ENV = "GEORANK_FAULT_INJECT"
-
-
-def _maybe_kill_worker() -> None:
-    import os
-
-    if os.environ.get(FAULT_ENV) != "kill-worker-once":
-        return
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    if ctx is not None and ctx.partitionId() == 0 and ctx.attemptNumber() == 0:
-        log.warning("fault injection (%s=kill-worker-once): ending this Python worker mid-task", FAULT_ENV)
-        os._exit(17)
-
-
 # ----------------------------------------------------------------------------- driver
-
-
-@contextlib.contextmanager
-def _executor_errors() -> Iterator[None]:
-    """Re-raise a georank error that an executor raised (a checkpoint that does not fit, an index
-    from another embedder, ...) on the driver as itself: its class and message, not a Py4J
-    stack trace. Spark forwards the Python worker's traceback in the exception text."""
-    import georank.errors as E
-
-    try:
-        yield
-    except E.GeorankError:
-        raise
-    except Exception as exc:
-        for name, message in reversed(re.findall(r"georank\.errors\.(\w+Error): (.+)", str(exc))):
-            cls = getattr(E, name, None)
-            if isinstance(cls, type) and issubclass(cls, E.GeorankError) and cls is not E.PhotoError:
-                raise cls(f"{message.strip()} (raised on an executor; the run stopped, nothing was committed)") from None
-        raise
 
 
 def _as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataFrame":
@@ -332,7 +218,7 @@ def _sharded_results(
     manifest = Manifest.from_dict(run.index_manifest or {})
     failed = _as_error_results(decoded.where(F.col("error_stage").isNotNull()), run.run_id, run.run_date)
     embedded = ok.mapInArrow(
-        _on_executors(cfg_dict, _embed_step(run), accelerator=True), S.spark_schema(S.EMBEDDED), profile=profile
+        on_executors(cfg_dict, _embed_step(run), accelerator=True), S.spark_schema(S.EMBEDDED), profile=profile
     ).cache()
     embedded.count()  # embed once: the search and the joins below all read it
     embedded_ok = embedded.where(F.col("error_stage").isNull())
@@ -353,7 +239,7 @@ def _sharded_results(
         .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
     )
     ranked = joined.mapInArrow(
-        _on_executors(cfg_dict, _rank_step(run), accelerator=True), S.spark_schema(S.RESULTS), profile=profile
+        on_executors(cfg_dict, _rank_step(run), accelerator=True), S.spark_schema(S.RESULTS), profile=profile
     )
     later_failed = _as_error_results(embed_failed.unionByName(not_found), run.run_id, run.run_date)
     return ranked.unionByName(failed).unionByName(later_failed)
@@ -422,28 +308,28 @@ def _compute_and_commit(
     photos_parts = good.repartition(n_parts)
     if profile is None and cfg.index.placement == "replicated":  # CPU only: decode and geotag in one stage
         results = photos_parts.mapInArrow(
-            _on_executors(cfg_dict, _decode_and_geotag_step(run), accelerator=True), S.spark_schema(S.RESULTS)
+            on_executors(cfg_dict, _decode_and_geotag_step(run), accelerator=True), S.spark_schema(S.RESULTS)
         )
     else:
         decoded = photos_parts.mapInArrow(
-            _on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
+            on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
         )
         if profile is not None:
             decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
         if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
             results = decoded.mapInArrow(
-                _on_executors(cfg_dict, _geotag_step(run), accelerator=True),
+                on_executors(cfg_dict, _geotag_step(run), accelerator=True),
                 S.spark_schema(S.RESULTS),
                 profile=profile,
             )
         else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
-            with _executor_errors():
+            with executor_errors():
                 results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile)
     input_rows = _as_error_results(input_errors, run_id, run_date)
 
     t1 = time.monotonic()
     log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
-    with _executor_errors():
+    with executor_errors():
         results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
     seconds["compute"] = time.monotonic() - t1
     staged = spark.read.parquet(staging.results_uri)

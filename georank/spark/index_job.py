@@ -94,10 +94,10 @@ def _prepare(cfg_d: dict[str, Any], n_shards: int):  # type: ignore[no-untyped-d
         """Executor: validate, read, decode and embed gallery rows (one row out per row in)."""
         from georank.config import validate_config
         from georank.index import prepare_gallery_batch
-        from georank.spark.geotag import _bind_gpu
+        from georank.spark.executors import bind_gpu
 
         cfg = validate_config(cfg_d)
-        _bind_gpu(cfg)
+        bind_gpu(cfg)
         for batch in batches:
             if batch.num_rows:
                 for start in range(0, batch.num_rows, cfg.embed.batch_size * 8):
@@ -170,7 +170,7 @@ def run_build_index(
         write_manifest,
         write_shard,
     )
-    from georank.spark.geotag import gpu_profile
+    from georank.spark.executors import gpu_profile
 
     seconds: dict[str, float] = {}
     t0 = time.monotonic()

@@ -54,7 +54,8 @@ def test_geotag_stage_holds_one_batch_at_a_time(tiny_world: Path, tmp_path: Path
     """The accelerator stage's executor function yields the results of a batch before it pulls
     the next one: its memory is one batch, whatever the partition's size."""
     from georank.pipeline import RunInfo, decode_photos
-    from georank.spark.geotag import _geotag_step, _on_executors
+    from georank.spark.executors import on_executors
+    from georank.spark.geotag import _geotag_step
 
     cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml"))
     uris = sorted(str(p) for p in (tiny_world / "queries").glob("*.jpg"))[:6]
@@ -66,7 +67,7 @@ def test_geotag_stage_holds_one_batch_at_a_time(tiny_world: Path, tmp_path: Path
             photos = pa.table({"photo_id": [f"p{i}"], "uri": [uri], "image_bytes": pa.nulls(1, pa.binary())})
             yield from decode_photos(photos, cfg).to_batches()
 
-    fn = _on_executors(cfg.model_dump(), _geotag_step(RunInfo("r", DAY)), accelerator=True)
+    fn = on_executors(cfg.model_dump(), _geotag_step(RunInfo("r", DAY)), accelerator=True)
     seen_at_output = []
     n_rows = 0
     for out in fn(batches()):
