@@ -95,18 +95,3 @@ def local_path(uri: str, s3: S3Config) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("fetched %s (%d objects) into %s", uri, len(objects), dest)
     return target
-
-
-def content_version(path: Path, *, names: tuple[str, ...] = ()) -> str:
-    """A short content hash of an artifact: the named files of a directory (all regular
-    files when ``names`` is empty) or a file. Used as a model/index version on every row."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and (not names or p.name in names)
-    )
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:12]

@@ -34,9 +34,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 class Summary(dict[str, Any]):
     """The job's summary: counts and per-stage seconds; printed as one JSON line."""
 
-    def stage(self, name: str, seconds: float) -> None:
-        self.setdefault("seconds", {})[name] = round(seconds, 3)
-
 
 def base_parser(job: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"spark-submit.sh jobs/{job}.py", description=f"georank {job} job")

@@ -84,14 +84,6 @@ def decode_photos(photos: pa.Table | pa.RecordBatch, cfg: GeorankConfig) -> pa.T
 
 # ----------------------------------------------------------------------------- embed + retrieve
 
-QUERY_EMBEDDINGS = pa.schema(
-    [
-        pa.field("photo_id", pa.string(), nullable=False),
-        pa.field("embedding", pa.list_(pa.float32())),
-    ]
-)
-
-
 def _images(decoded: pa.Table) -> list[Any]:
     return [
         rgb_from_bytes(r["rgb"], r["width_px"], r["height_px"])

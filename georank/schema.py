@@ -206,11 +206,6 @@ def check_batch(batch: pa.RecordBatch | pa.Table, schema: pa.Schema, *, what: st
         )
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    """An empty table of the schema."""
-    return schema.empty_table()
-
-
 # --- Gallery index and retrieval (georank.index, georank.retrieve) ---------------------------------
 
 GALLERY_PREPARED = pa.schema(
