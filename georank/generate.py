@@ -320,15 +320,21 @@ def build_generator(cfg: GeorankConfig) -> Generator:
 
 
 def get_generator(cfg: GeorankConfig) -> Generator:
-    """The generator, built once per Python worker (keyed by the model URIs and the two config
-    sections). Runs on executors."""
+    """The generator, built once per Python worker (keyed by the model URI and version and the two
+    config sections; on the ranker's backbone, by the worker's current scorer, so a new ranker
+    version gets a new generator). Runs on executors."""
+    from georank.artifacts import local_path
+    from georank.rank.checkpoint import model_version
+    from georank.rank.scorer import get_scorer
     from georank.resources import cached
 
-    key = (
-        cfg.resolve(cfg.candidates.generated.model_uri or cfg.rank.base_model_uri),
-        json.dumps(cfg.candidates.generated.model_dump(), sort_keys=True),
-        json.dumps(cfg.rank.model_dump(), sort_keys=True),
-    )
+    gen = cfg.candidates.generated
+    if gen.model_uri is None:
+        scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)
+        model = (cfg.resolve(cfg.rank.base_model_uri), scorer.model_version, scorer.adapter_version, id(scorer))
+    else:
+        model = (cfg.resolve(gen.model_uri), model_version(Path(local_path(cfg.resolve(gen.model_uri), cfg.s3))), "", 0)
+    key = (*model, json.dumps(gen.model_dump(), sort_keys=True), json.dumps(cfg.rank.model_dump(), sort_keys=True))
     return cached("vlm_generator", key, lambda: build_generator(cfg))
 
 
