@@ -54,7 +54,9 @@ def on_executors(
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         executor_logging()
-        fit_threads(task_cpus())
+        cpus = task_cpus()
+        if cpus is not None:
+            fit_threads(cpus)
         cfg = validate_config(cfg_dict, source="config shipped to executor")
         if accelerator:
             bind_gpu(cfg)
@@ -93,40 +95,45 @@ def executor_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-def task_cpus() -> int:
+def task_cpus() -> int | None:
     """On executors: the CPUs Spark allows this task (``spark.task.cpus``, or the stage-level
-    profile's cpus), from the TaskContext; 1 outside a task (Spark's own default)."""
+    profile's cpus), from the TaskContext; None outside a Spark task (nothing to fit)."""
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
     if ctx is None:
-        return int(os.environ.get("GEORANK_TASK_CPUS", "1"))
+        return None
     try:
         return max(1, int(ctx.cpus()))
-    except Exception:  # noqa: BLE001 - an old TaskContext without cpus(): the worker's env (Spark sets it)
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    except Exception:  # noqa: BLE001 - a TaskContext without cpus(): the SparkConf Spark ships to the task
+        return max(1, int(ctx.getLocalProperty("spark.task.cpus") or os.environ.get("OMP_NUM_THREADS") or 1))
 
 
 def fit_threads(n_threads: int) -> int:
-    """On executors: give this Python worker ``n_threads`` compute threads (torch intra-op,
-    OpenMP of faiss, BLAS through threadpoolctl when installed, and the environment variables
-    for libraries not loaded yet) instead of one per core of the machine; once per worker
-    (again only if the allowance changes). Returns the count applied."""
+    """On executors: give this Python worker ``n_threads`` compute threads instead of one per
+    core of the machine: torch's intra-op pool and faiss's OpenMP pool (checked on every call,
+    cheap, so a library that changed them is put back), and once per worker the environment
+    variables (for libraries not loaded yet), torch's inter-op pool (settable only before its
+    first parallel op) and BLAS pools through threadpoolctl when it is installed. Returns the
+    count applied."""
     global _threads_set_to
+    if "torch" in sys.modules or _importable("torch"):
+        import torch
+
+        if torch.get_num_threads() != n_threads:
+            torch.set_num_threads(n_threads)
+    if "faiss" in sys.modules or _importable("faiss"):
+        import faiss
+
+        if faiss.omp_get_max_threads() != n_threads:
+            faiss.omp_set_num_threads(n_threads)
     if _threads_set_to == n_threads:
         return n_threads
     for var in THREAD_ENV_VARS:
         os.environ[var] = str(n_threads)
-    if "torch" in sys.modules or _importable("torch"):
-        import torch
-
-        torch.set_num_threads(n_threads)
-        with contextlib.suppress(RuntimeError):  # only settable before the first parallel op of the worker
-            torch.set_num_interop_threads(n_threads)
-    if "faiss" in sys.modules or _importable("faiss"):
-        import faiss
-
-        faiss.omp_set_num_threads(n_threads)
+    if "torch" in sys.modules:
+        with contextlib.suppress(RuntimeError):
+            sys.modules["torch"].set_num_interop_threads(n_threads)
     try:
         from threadpoolctl import threadpool_limits  # type: ignore[import-not-found]
     except ImportError:
