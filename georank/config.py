@@ -97,6 +97,9 @@ class InputConfig(_Section):
     # at a time, so its memory is bounded whatever the partition size.
     photos_per_batch: int = Field(32, ge=1)
     duplicate_ids: Literal["error_row", "fail"] = "error_row"  # what a repeated photo id becomes
+    # Seconds between the driver's progress lines (done / total, photos/s, ETA, errors) of the
+    # geotag and index build jobs (georank.spark.progress).
+    progress_interval_s: float = Field(30.0, gt=0)
 
 
 class DecodeConfig(_Section):
