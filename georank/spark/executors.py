@@ -83,6 +83,12 @@ def on_executors(
     return run
 
 
+def passthrough(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
+    """On executors: the rows unchanged; as the step of :func:`on_executors` with ``progress=``,
+    it counts rows made outside a counted stage (error rows built by Spark expressions)."""
+    return table
+
+
 def executor_logging() -> None:
     """On executors: georank's INFO lines (GPU binding, warnings) go to the Python worker's
     stderr, i.e. the executor's log; once per worker. Without it they are dropped (no handler)."""
@@ -218,4 +224,4 @@ def executor_errors() -> Iterator[None]:
         raise
 
 
-__all__ = ["FAULT_ENV", "bind_gpu", "executor_errors", "executor_logging", "fit_threads", "gpu_profile", "on_executors", "task_cpus"]
+__all__ = ["FAULT_ENV", "bind_gpu", "executor_errors", "executor_logging", "fit_threads", "gpu_profile", "on_executors", "passthrough", "task_cpus"]

@@ -36,7 +36,8 @@ from georank.errors import InputError, RunError
 from georank.io import list_images, photo_ids
 from georank.pipeline import RunInfo, decode_photos
 from georank.spark.commit import Staging
-from georank.spark.executors import executor_errors, gpu_profile, on_executors
+from georank.spark.executors import executor_errors, gpu_profile, on_executors, passthrough
+from georank.spark.progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -204,7 +205,8 @@ def _as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataF
 
 
 def _sharded_results(
-    decoded: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run: RunInfo, profile: Any
+    decoded: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run: RunInfo, profile: Any,
+    *, progress: Any = None,
 ) -> "DataFrame":
     """RESULTS for ``index.placement: sharded``: embed stage, shard-wise search with an exact
     merge (:func:`georank.spark.retrieve.retrieve_neighbours`), then the rank stage."""
@@ -239,10 +241,16 @@ def _sharded_results(
         .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
     )
     ranked = joined.mapInArrow(
-        on_executors(cfg_dict, _rank_step(run), accelerator=True), S.spark_schema(S.RESULTS), profile=profile
+        on_executors(cfg_dict, _rank_step(run), accelerator=True, progress=progress), S.spark_schema(S.RESULTS),
+        profile=profile
     )
     later_failed = _as_error_results(embed_failed.unionByName(not_found), run.run_id, run.run_date)
-    return ranked.unionByName(failed).unionByName(later_failed)
+    errors = failed.unionByName(later_failed)
+    if progress is not None:  # error rows made outside the rank stage count towards progress too
+        errors = errors.mapInArrow(
+            on_executors(cfg_dict, passthrough, accelerator=False, progress=progress), errors.schema
+        )
+    return ranked.unionByName(errors)
 
 
 def run_geotag(
@@ -304,33 +312,38 @@ def _compute_and_commit(
     # Arrow batches of at most input.photos_per_batch rows: executors hold one batch of pixels at a time.
     batch_rows = min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
-    profile = gpu_profile(cfg)
-    photos_parts = good.repartition(n_parts)
-    if profile is None and cfg.index.placement == "replicated":  # CPU only: decode and geotag in one stage
-        results = photos_parts.mapInArrow(
-            on_executors(cfg_dict, _decode_and_geotag_step(run), accelerator=True), S.spark_schema(S.RESULTS)
-        )
-    else:
-        decoded = photos_parts.mapInArrow(
-            on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
-        )
-        if profile is not None:
-            decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
-        if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
-            results = decoded.mapInArrow(
-                on_executors(cfg_dict, _geotag_step(run), accelerator=True),
+    # Progress lines on the driver every input.progress_interval_s while the photos are computed;
+    # input errors are decided here, the rest counted by the stage that makes the results rows.
+    with Progress(spark, job="geotag", total=n_read, interval_s=cfg.input.progress_interval_s) as progress:
+        progress.add(done=n_read - n_good, errors=n_read - n_good)
+        profile = gpu_profile(cfg)
+        photos_parts = good.repartition(n_parts)
+        if profile is None and cfg.index.placement == "replicated":  # CPU only: decode and geotag in one stage
+            results = photos_parts.mapInArrow(
+                on_executors(cfg_dict, _decode_and_geotag_step(run), accelerator=True, progress=progress.accumulators),
                 S.spark_schema(S.RESULTS),
-                profile=profile,
             )
-        else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
-            with executor_errors():
-                results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile)
-    input_rows = _as_error_results(input_errors, run_id, run_date)
+        else:
+            decoded = photos_parts.mapInArrow(
+                on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
+            )
+            if profile is not None:
+                decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
+            if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
+                results = decoded.mapInArrow(
+                    on_executors(cfg_dict, _geotag_step(run), accelerator=True, progress=progress.accumulators),
+                    S.spark_schema(S.RESULTS),
+                    profile=profile,
+                )
+            else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
+                with executor_errors():
+                    results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile, progress=progress.accumulators)
+        input_rows = _as_error_results(input_errors, run_id, run_date)
 
-    t1 = time.monotonic()
-    log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
-    with executor_errors():
-        results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
+        t1 = time.monotonic()
+        log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
+        with executor_errors():
+            results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
     seconds["compute"] = time.monotonic() - t1
     staged = spark.read.parquet(staging.results_uri)
     counts = staged.agg(
@@ -363,6 +376,7 @@ def _compute_and_commit(
         "partitions": n_parts,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "photos_per_s": round(n_read / total, 3) if total > 0 else 0.0,
+        "progress": progress.snapshot(),  # the progress lines' last counts (done, total, errors, rate)
         "run_date": run_date.isoformat(),
         "table": cfg.resolve(cfg.tables.results),
         "table_version": version,

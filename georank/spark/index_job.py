@@ -89,19 +89,30 @@ def read_gallery(spark: SparkSession, uri: str, *, gallery_version: str | None =
     return df.select(cols), label
 
 
-def _prepare(cfg_d: dict[str, Any], n_shards: int):  # type: ignore[no-untyped-def]
+def _prepare(cfg_d: dict[str, Any], n_shards: int, progress: tuple[Any, Any]):  # type: ignore[no-untyped-def]
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Executor: validate, read, decode and embed gallery rows (one row out per row in)."""
+        """Executor: validate, read, decode and embed gallery rows (one row out per row in);
+        each slice's rows and errors are added to the ``progress`` accumulators (done, errors)."""
+        import pyarrow.compute as pc
+
         from georank.config import validate_config
         from georank.index import prepare_gallery_batch
-        from georank.spark.executors import bind_gpu
+        from georank.spark.executors import bind_gpu, executor_logging, fit_threads, task_cpus
 
+        executor_logging()
+        cpus = task_cpus()
+        if cpus is not None:
+            fit_threads(cpus)
         cfg = validate_config(cfg_d)
         bind_gpu(cfg)
+        done, errors = progress
         for batch in batches:
             if batch.num_rows:
                 for start in range(0, batch.num_rows, cfg.embed.batch_size * 8):
-                    yield prepare_gallery_batch(batch.slice(start, cfg.embed.batch_size * 8), cfg, n_shards=n_shards)
+                    out = prepare_gallery_batch(batch.slice(start, cfg.embed.batch_size * 8), cfg, n_shards=n_shards)
+                    done.add(out.num_rows)
+                    errors.add(out.num_rows - pc.sum(pc.is_null(out.column("error_stage"))).as_py())
+                    yield out
 
     return run
 
@@ -170,7 +181,8 @@ def run_build_index(
         write_manifest,
         write_shard,
     )
-    from georank.spark.executors import gpu_profile
+    from georank.spark.executors import gpu_profile, on_executors, passthrough
+    from georank.spark.progress import Progress
 
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
@@ -198,12 +210,16 @@ def run_build_index(
     prepared_schema = S.spark_schema(S.GALLERY_PREPARED)
     profile = gpu_profile(cfg)
     kwargs = {"profile": profile} if profile is not None else {}
-    prepared = unique.mapInArrow(_prepare(cfg.model_dump(), n_shards), prepared_schema, **kwargs)
+    progress = Progress(spark, job="build_index", total=read, interval_s=cfg.input.progress_interval_s, unit="rows")
+    prepared = unique.mapInArrow(_prepare(cfg.model_dump(), n_shards, progress.accumulators), prepared_schema, **kwargs)
+    # the repeated ids count towards progress as they pass (no extra Spark job)
+    dups = dups.mapInArrow(on_executors(cfg.model_dump(), passthrough, accelerator=False, progress=progress.accumulators), dups.schema)
     prepared = prepared.unionByName(dups).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        groups = prepared.groupBy("error_stage", "embed_version").agg(
-            F.count(F.lit(1)).alias("n"), F.min(F.size("embedding")).alias("dim_min"), F.max(F.size("embedding")).alias("dim_max")
-        ).collect()
+        with progress:  # a line every input.progress_interval_s while the gallery is embedded
+            groups = prepared.groupBy("error_stage", "embed_version").agg(
+                F.count(F.lit(1)).alias("n"), F.min(F.size("embedding")).alias("dim_min"), F.max(F.size("embedding")).alias("dim_max")
+            ).collect()
         seconds["embed"] = time.monotonic() - t0
         by_stage: dict[str | None, int] = {}
         for r in groups:
@@ -285,6 +301,7 @@ def run_build_index(
         "dim": dim,
         "embed_version": manifest.embed_version,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "progress": progress.snapshot(),  # the progress lines' last counts (done, total, errors, rate)
     }
 
 

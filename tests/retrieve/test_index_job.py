@@ -79,6 +79,8 @@ def test_build_index_job_counts_add_up_and_finds_itself(spark, tmp_path: Path) -
     assert summary["read"] == 19 == summary["embedded"] + summary["errors"]
     assert summary["embedded"] == 12 and summary["errors"] == 7
     assert summary["errors_by_stage"] == {"decode": 1, "input": 5, "read": 1}
+    # the progress counts (executor accumulators, the repeated ids included) match the table's
+    assert {k: summary["progress"][k] for k in ("done", "total", "errors")} == {"done": 19, "total": 19, "errors": 7}
 
     errors = read_arrow(str(tmp_path / "err")).to_pylist()
     assert sorted((int(r["photo_id"]), r["stage"]) for r in errors) == sorted(
