@@ -50,18 +50,30 @@ jars="$(ls -1 "$root"/jars/delta/*.jar 2>/dev/null | paste -sd, -)"
 [ -n "$jars" ] || die "Delta jars not found in jars/delta: run ./scripts/setup.sh"
 if [ -d "$root/jars/s3a" ]; then jars="$jars,$(ls -1 "$root"/jars/s3a/*.jar | paste -sd, -)"; fi
 
-# The package, zipped for executors that do not share this venv (a real cluster).
+# The package, zipped for executors that do not share this venv (a real cluster). Named by the
+# hash of its sources and written under a name of its own first, so that launches at the same
+# time (a backfill beside the nightly run) never race on one file.
 mkdir -p "$root/build"
-"$py" - "$root" <<'PY'
-import pathlib, sys, zipfile
+pyfiles="$("$py" - "$root" <<'PY'
+import hashlib, os, pathlib, sys, time, zipfile
 root = pathlib.Path(sys.argv[1])
-out = root / "build" / "georank.zip"
-tmp = out.with_suffix(".zip.tmp")
-with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-    for p in sorted((root / "georank").rglob("*.py")):
-        z.write(p, p.relative_to(root).as_posix())
-tmp.replace(out)
+files = sorted((root / "georank").rglob("*.py"))
+h = hashlib.sha256()
+for p in files:
+    h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+out = root / "build" / f"georank-{h.hexdigest()[:16]}.zip"
+if not out.exists():
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in files:
+            z.write(p, p.relative_to(root).as_posix())
+    tmp.replace(out)
+for old in (root / "build").glob("georank-*.zip"):  # zips of older sources, unused for a week
+    if old != out and time.time() - old.stat().st_mtime > 7 * 86400:
+        old.unlink(missing_ok=True)
+print(out)
 PY
+)"
 
 # No --master given: the config's spark.master (spark-submit would otherwise impose local[*],
 # and the job honours whatever master spark-submit sets).
@@ -86,7 +98,7 @@ export PYSPARK_PYTHON="$executor_py" PYSPARK_DRIVER_PYTHON="$py"
 cd "$root"
 exec "$spark_home/bin/spark-submit" \
   --jars "$jars" \
-  --py-files "$root/build/georank.zip" \
+  --py-files "$pyfiles" \
   --conf "spark.pyspark.python=$executor_py" \
   --conf "spark.pyspark.driver.python=$py" \
   --conf "spark.python.worker.reuse=true" \
