@@ -240,16 +240,16 @@ class DemoConfig(_Section):
 class TrainLoraConfig(_Section):
     """The LoRA adapter the trainer fits (reference: r=16, alpha=32, dropout 0.05 on q/k/v)."""
 
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    r: int = Field(16, ge=1)  # rank of the LoRA update
+    alpha: int = Field(32, ge=1)  # scaling: the update is (alpha / r) * B @ A
+    dropout: float = Field(0.05, ge=0, lt=1)  # dropout on the LoRA input
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])  # language model only
 
 
 class TrainDistributedConfig(_Section):
     """Several training processes through Spark's TorchDistributor (off: one local process)."""
 
-    enabled: bool = False
+    enabled: bool = False  # true: jobs/train_ranker.py starts num_processes through TorchDistributor
     num_processes: int = Field(1, ge=1)  # one per GPU on a cluster
     local_mode: bool = True  # processes on the driver (true) or on executors (false)
     use_gpu: bool = False  # NCCL on GPUs; false: gloo on CPU
@@ -262,8 +262,8 @@ class TrainConfig(_Section):
     data: str = "warehouse/training_groups"
     # A published GeoRanking parquet (img_id, gps, ref_gps, ref_img_id, ref_texts) to train on instead of
     # `data`; images are <georanking_images>/<img_id>. The reference's position-0 skip applies here only.
-    georanking: str | None = None
-    georanking_images: str | None = None
+    georanking: str | None = None  # the GeoRanking parquet (null: build from the gallery)
+    georanking_images: str | None = None  # folder or s3:// prefix holding its images
     output_uri: str = "warehouse/ranker/adapter"  # the trained PEFT adapter directory
     checkpoint_dir: str = "warehouse/ranker/checkpoints"  # step-N folders; training resumes from the last
     queries: int | None = Field(None, ge=1)  # gallery photos sampled as queries by build_training_data (null: all)
@@ -280,7 +280,7 @@ class TrainConfig(_Section):
     lr: float = Field(1e-4, gt=0)  # AdamW learning rate of the LoRA weights (and the head unless head_lr)
     head_lr: float | None = Field(None, gt=0)  # a separate learning rate for the score head
     warmup_lr: float = Field(1e-3, gt=0)  # all-weights stage (demo only): backbone and head
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0)  # AdamW's decoupled weight decay, on every trained tensor
     warmup_ratio: float = Field(0.0, ge=0, lt=1)  # linear LR warm-up share of the steps, then linear decay to 0
     max_grad_norm: float = Field(1.0, gt=0)  # gradient clipping (global L2 norm)
     steps: int = Field(1000, ge=1)  # optimiser steps
@@ -292,7 +292,7 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept
     log_every: int = Field(10, ge=1)  # optimiser steps between progress lines
     seed: int = 0  # data order, head init, dropout
-    device: Device = "cpu"
+    device: Device = "cpu"  # where the trainer runs (cuda: one GPU per process)
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     distributed: TrainDistributedConfig = Field(default_factory=TrainDistributedConfig)
 
