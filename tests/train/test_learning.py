@@ -27,12 +27,12 @@ LEARN_DEMO = {
     "query_photos": 80,
     "seed": 11,
     "train_warmup_steps": 0,
-    "train_ranker_steps": 200,
+    "train_ranker_steps": 100,
     "train_queries": 200,
 }
 LEARN_TRAIN = {
     "grouping": "spread",
-    "queries_per_step": 1,
+    "queries_per_step": 2,
     "lr": 1e-3,
     "head_lr": 0.3,
     "log_every": 40,
@@ -73,7 +73,9 @@ def test_trained_ranker_beats_untrained_and_chance_on_held_out_photos(tmp_path: 
     print(f"\nheld-out groups: {int(after['n'])}, G=5, chance {after['chance']:.2f}; training: {trained}")
     print(f"untrained: pick-nearest {before['pick_nearest']:.3f}, median error {before['median_error_km']:.0f} km")
     print(f"trained:   pick-nearest {after['pick_nearest']:.3f}, median error {after['median_error_km']:.0f} km")
-    # n = 80: a chance ranker's pick-nearest has a standard deviation of 0.045; 0.2 + 0.15 is > 3 of them
-    assert after["pick_nearest"] >= after["chance"] + 0.15
-    assert after["pick_nearest"] >= before["pick_nearest"] + 0.10
-    assert after["median_error_km"] < before["median_error_km"]
+    # Seen here (CPU, one thread): untrained 0.113 / 2182 km, trained 0.388 / 59 km. n = 80: a chance
+    # ranker's pick-nearest has a standard deviation of 0.045, so chance + 0.12 is 2.7 of them (p < 0.5%)
+    # and the gap to the untrained ranker (sd of a difference ~0.06) must be 0.15, 2.5 of them.
+    assert after["pick_nearest"] >= after["chance"] + 0.12
+    assert after["pick_nearest"] >= before["pick_nearest"] + 0.15
+    assert after["median_error_km"] < 0.5 * before["median_error_km"]
