@@ -84,9 +84,16 @@ def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] |
             cfg, base_dir=random_base, data_uri=str(work / "groups"), out_base_dir=base, steps=d.train_warmup_steps
         )
         seconds["warmup"] = time.monotonic() - t0
-    else:
-        shutil.rmtree(base, ignore_errors=True)
-        shutil.copytree(random_base, base)
+    else:  # the random base, swapped in by a rename (a reader never sees a half-copied folder)
+        tmp = base.with_name(base.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(random_base, tmp)
+        old = base.with_name(base.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if base.exists():
+            base.rename(old)
+        tmp.rename(base)
+        shutil.rmtree(old, ignore_errors=True)
     t0 = time.monotonic()
     result, _ = train_lora(
         cfg, base_dir=base, data_uri=str(work / "groups"), out_dir=adapter, checkpoint_dir=work / "checkpoints",
