@@ -13,10 +13,13 @@ folders are not deleted: remove them when no reader needs them.)
 
 A gallery row goes to shard ``shard_of(gallery_id, n_shards)`` (splitmix64 of the
 id, modulo the shard count): the same on the driver, in Spark and in tests,
-independent of row order. Each shard is ``IDMap,Flat`` (exact inner product) or
-``IVF{nlist},PQ{m}x{bits}`` (inner product, ids stored in the inverted lists);
-IVF-PQ is trained ONCE on a sample of the whole gallery and every shard starts
-from a copy of that trained, empty index, so scores are comparable across shards.
+independent of row order. Each shard is ``IDMap,Flat`` (exact inner product),
+``IVF{nlist},PQ{m}x{bits}`` (inner product, ids stored in the inverted lists) or
+``IDMap2,IVF{nlist},PQ{m}x{bits},RFlat`` (ivfpq_refine: the IVF-PQ shortlist of
+``k * index.k_factor`` is re-ranked with exact inner products, so the scores are
+exact and comparable across shards, and the result is the exact top-k whenever the
+shortlist holds it). IVF-PQ is trained ONCE on a sample of the whole gallery and
+every shard starts from a copy of that trained, empty index.
 
 The manifest records, per shard, its ``ntotal`` and the sha256 of both files; the
 Parquet file also carries the index version in its schema metadata. A reader
@@ -58,6 +61,8 @@ FORMAT = "georank-index/1"
 MANIFEST_NAME = "manifest.json"
 METRIC = "inner_product"
 SHARD_ASSIGNMENT = "splitmix64(gallery_id) mod n_shards"
+INDEX_TYPES = ("flat", "ivfpq", "ivfpq_refine")
+IVF_TYPES = ("ivfpq", "ivfpq_refine")  # trained on a sample; searched with index.nprobe
 TRAIN_POINTS_PER_CENTROID = 64  # IVF-PQ training sample: this many vectors per coarse / PQ centroid
 META_VERSION_KEY = b"georank.index_version"
 META_SHARD_KEY = b"georank.shard"
@@ -83,14 +88,14 @@ class Manifest:
     """What an index is: its version, shape and shards. ``manifest.json`` on disk."""
 
     index_version: str
-    index_type: Literal["flat", "ivfpq"]
+    index_type: Literal["flat", "ivfpq", "ivfpq_refine"]
     dim: int
     ntotal: int
     shards: tuple[ShardEntry, ...]
     embed_version: str
     gallery_table: str | None = None
     gallery_table_version: str | None = None
-    params: dict[str, int] = field(default_factory=dict)  # nlist, pq_m, pq_bits (ivfpq)
+    params: dict[str, int] = field(default_factory=dict)  # nlist, pq_m, pq_bits (ivf types)
     metric: str = METRIC
     shard_assignment: str = SHARD_ASSIGNMENT
     created_utc: str = ""
@@ -125,8 +130,8 @@ class Manifest:
             raise GalleryIndexError(f"{source}: not a georank index manifest ({exc})") from None
         if m.metric != METRIC:
             raise GalleryIndexError(f"{source}: expected metric {METRIC!r}, got {m.metric!r}")
-        if m.index_type not in ("flat", "ivfpq"):
-            raise GalleryIndexError(f"{source}: expected index_type 'flat' or 'ivfpq', got {m.index_type!r}")
+        if m.index_type not in INDEX_TYPES:
+            raise GalleryIndexError(f"{source}: expected index_type one of {list(INDEX_TYPES)}, got {m.index_type!r}")
         if [s.shard for s in shards] != list(range(len(shards))) or not shards:
             raise GalleryIndexError(
                 f"{source}: expected shards numbered 0..n-1 in order, got {[s.shard for s in shards]}"
@@ -246,7 +251,7 @@ def train_size(cfg: IndexConfig, n: int) -> int:
 def empty_index(dim: int, cfg: IndexConfig, train_vectors: np.ndarray | None = None) -> Any:
     """An empty, trained FAISS index for ``cfg.type`` with explicit ids (inner product).
 
-    ``train_vectors (t, dim) float32`` is required for ivfpq (see :func:`train_size`).
+    ``train_vectors (t, dim) float32`` is required for the IVF types (see :func:`train_size`).
     """
     import faiss
 
@@ -261,7 +266,7 @@ def empty_index(dim: int, cfg: IndexConfig, train_vectors: np.ndarray | None = N
     got = 0 if train_vectors is None else len(train_vectors)
     if got < need:
         raise GalleryIndexError(
-            f"index.type=ivfpq needs at least max(index.nlist, 2**index.pq_bits) = {need} training vectors, "
+            f"index.type={cfg.type} needs at least max(index.nlist, 2**index.pq_bits) = {need} training vectors, "
             f"got {got}; lower index.nlist / index.pq_bits, or use index.type=flat for a small gallery"
         )
     index = faiss.index_factory(dim, factory_string(cfg), faiss.METRIC_INNER_PRODUCT)
@@ -271,7 +276,11 @@ def empty_index(dim: int, cfg: IndexConfig, train_vectors: np.ndarray | None = N
 
 def factory_string(cfg: IndexConfig) -> str:
     """The FAISS ``index_factory`` description of one shard (metric: inner product)."""
-    return "IDMap,Flat" if cfg.type == "flat" else f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_bits}"
+    if cfg.type == "flat":
+        return "IDMap,Flat"
+    ivfpq = f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_bits}"
+    # IndexRefineFlat keeps the vectors by position: the outer IDMap2 maps positions to gallery ids.
+    return f"IDMap2,{ivfpq},RFlat" if cfg.type == "ivfpq_refine" else ivfpq
 
 
 def serialize(index: Any) -> bytes:
@@ -394,7 +403,7 @@ def make_manifest(
     gallery_table_version: str | None,
 ) -> Manifest:
     shards = tuple(sorted(entries, key=lambda e: e.shard))
-    params = {"nlist": cfg.nlist, "pq_m": cfg.pq_m, "pq_bits": cfg.pq_bits} if cfg.type == "ivfpq" else {}
+    params = {"nlist": cfg.nlist, "pq_m": cfg.pq_m, "pq_bits": cfg.pq_bits} if cfg.type in IVF_TYPES else {}
     return Manifest(
         index_version=index_version,
         index_type=cfg.type,
@@ -432,7 +441,7 @@ def build_index(
     ids, vectors = _checked_vectors(ids, vectors, where="")
     dim = vectors.shape[1]
     train = None
-    if cfg.type == "ivfpq":
+    if cfg.type in IVF_TYPES:
         pick = np.random.default_rng(seed).choice(len(ids), size=train_size(cfg, len(ids)), replace=False)
         train = vectors[np.sort(pick)]
     template = serialize(empty_index(dim, cfg, train))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 
 from georank import schema as S
 from georank.config import GeorankConfig, S3Config
-from georank.errors import GalleryIndexError
+from georank.errors import GalleryIndexError, SetupError
 from georank.index import (
+    IVF_TYPES,
     META_VERSION_KEY,
     Manifest,
     join_uri,
@@ -124,7 +125,7 @@ def _check_no_padding(ids: np.ndarray, *, k: int, ntotal: int | None) -> None:
         raise GalleryIndexError(
             f"search returned id -1 (no neighbour) for {len(np.unique(bad[:, 0]))} queries, first at query {qi} "
             f"rank {rank}: expected k={k} real neighbours per query, {size}; lower retrieve.k, or raise "
-            "index.nprobe for an IVF-PQ index"
+            "index.nprobe for an IVF index"
         )
 
 
@@ -264,8 +265,13 @@ def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     return queries
 
 
-def open_shard(manifest: Manifest, shard: int, *, root_uri: str, s3: S3Config, nprobe: int | None = None) -> Shard:
-    """Load and validate shard ``shard`` of ``manifest`` from ``root_uri``. Driver or executor."""
+def open_shard(
+    manifest: Manifest, shard: int, *, root_uri: str, s3: S3Config, nprobe: int | None = None,
+    k_factor: int | None = None, device: Literal["cpu", "cuda"] = "cpu",
+) -> Shard:
+    """Load and validate shard ``shard`` of ``manifest`` from ``root_uri``; set its search
+    parameters (``nprobe`` for the IVF types, ``k_factor`` for ivfpq_refine) and, with
+    ``device="cuda"``, move it to this process's GPU. Driver or executor."""
     import faiss
 
     from georank.artifacts import local_path
@@ -321,10 +327,58 @@ def open_shard(manifest: Manifest, shard: int, *, root_uri: str, s3: S3Config, n
         problems.append("metadata ids are not sorted and unique")
     if problems:
         raise GalleryIndexError(f"shard {shard} of index {v} ({index_uri}) disagrees with its manifest: " + "; ".join(problems))
-    if manifest.index_type == "ivfpq" and nprobe is not None:
-        faiss.extract_index_ivf(index).nprobe = nprobe
+    set_search_params(index, manifest.index_type, nprobe=nprobe, k_factor=k_factor)
+    if device == "cuda":
+        index = to_gpu(index, what=f"shard {shard} of index {v}")
     log.info("opened shard %d/%d of index %s: %d vectors", shard, manifest.n_shards, v, index.ntotal)
     return Shard(manifest=manifest, shard=shard, index=index, meta=meta, uri=index_uri)
+
+
+def set_search_params(index: Any, index_type: str, *, nprobe: int | None, k_factor: int | None) -> None:
+    """``nprobe`` on the IVF level of an IVF index; ``k_factor`` on the refine level of ivfpq_refine."""
+    import faiss
+
+    if index_type in IVF_TYPES and nprobe is not None:
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    if index_type == "ivfpq_refine" and k_factor is not None:
+        refine = faiss.downcast_index(index.index if hasattr(index, "id_map") else index)
+        if not hasattr(refine, "k_factor"):
+            raise GalleryIndexError(f"index_type ivfpq_refine: expected an IndexRefineFlat inside, got {type(refine).__name__}")
+        refine.k_factor = float(k_factor)
+
+
+_gpu_resources: Any = None  # per process: one StandardGpuResources (scratch memory, streams) for every shard
+
+
+def to_gpu(index: Any, *, what: str) -> Any:
+    """``index`` copied to the GPU this process uses (torch's current device, as bound by
+    :func:`georank.spark.executors.bind_gpu`, else 0): ``faiss.index_cpu_to_gpu``. A faiss
+    without GPU support or a host without a GPU is a :class:`SetupError`."""
+    global _gpu_resources
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources"):
+        raise SetupError(
+            f"index.device=cuda: expected a faiss built with GPU support (faiss-gpu, the [gpu] extra), "
+            f"got faiss {faiss.__version__} without it; set index.device=cpu or install faiss-gpu"
+        )
+    n_gpus = faiss.get_num_gpus()
+    if n_gpus < 1:
+        raise SetupError(f"index.device=cuda: expected a visible GPU, faiss sees {n_gpus}; set index.device=cpu")
+    gpu = 0
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = int(torch.cuda.current_device())
+    except ImportError:
+        pass
+    if _gpu_resources is None:
+        _gpu_resources = faiss.StandardGpuResources()
+    try:
+        return faiss.index_cpu_to_gpu(_gpu_resources, gpu, index)
+    except RuntimeError as exc:
+        raise GalleryIndexError(f"{what}: faiss cannot move this index to GPU {gpu} ({exc}); set index.device=cpu") from None
 
 
 class GalleryIndex:
@@ -352,11 +406,14 @@ class GalleryIndex:
 
 
 def open_index(uri: str, s3: S3Config, *, nprobe: int | None = None, shards: Sequence[int] | None = None,
-               manifest: Manifest | None = None) -> GalleryIndex:
+               manifest: Manifest | None = None, k_factor: int | None = None,
+               device: Literal["cpu", "cuda"] = "cpu") -> GalleryIndex:
     """Open (all or some) shards of the index at ``uri``, validated against its manifest."""
     m = manifest if manifest is not None else read_manifest(uri, s3)
     which = range(m.n_shards) if shards is None else shards
-    return GalleryIndex(m, [open_shard(m, i, root_uri=uri, s3=s3, nprobe=nprobe) for i in which])
+    return GalleryIndex(
+        m, [open_shard(m, i, root_uri=uri, s3=s3, nprobe=nprobe, k_factor=k_factor, device=device) for i in which]
+    )
 
 
 def get_shard(cfg: GeorankConfig, manifest: Manifest, shard: int) -> Shard:
@@ -365,8 +422,12 @@ def get_shard(cfg: GeorankConfig, manifest: Manifest, shard: int) -> Shard:
     from georank.resources import cached
 
     root = cfg.resolve(cfg.index.uri)
-    key = (root, manifest.index_version, shard, cfg.index.nprobe)
-    return cached("index_shard", key, lambda: open_shard(manifest, shard, root_uri=root, s3=cfg.s3, nprobe=cfg.index.nprobe))
+    ix = cfg.index
+    key = (root, manifest.index_version, shard, ix.nprobe, ix.k_factor, ix.device)
+    return cached(
+        "index_shard", key,
+        lambda: open_shard(manifest, shard, root_uri=root, s3=cfg.s3, nprobe=ix.nprobe, k_factor=ix.k_factor, device=ix.device),
+    )
 
 
 def get_index(cfg: GeorankConfig, manifest: Manifest) -> GalleryIndex:
@@ -375,8 +436,12 @@ def get_index(cfg: GeorankConfig, manifest: Manifest) -> GalleryIndex:
     from georank.resources import cached
 
     root = cfg.resolve(cfg.index.uri)
-    key = (root, manifest.index_version, cfg.index.nprobe)
-    return cached("gallery_index", key, lambda: open_index(root, cfg.s3, nprobe=cfg.index.nprobe, manifest=manifest))
+    ix = cfg.index
+    key = (root, manifest.index_version, ix.nprobe, ix.k_factor, ix.device)
+    return cached(
+        "gallery_index", key,
+        lambda: open_index(root, cfg.s3, nprobe=ix.nprobe, k_factor=ix.k_factor, device=ix.device, manifest=manifest),
+    )
 
 
 def search(cfg: GeorankConfig, queries: np.ndarray, *, k: int | None = None, manifest: Manifest | None = None) -> Neighbours:

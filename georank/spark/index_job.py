@@ -142,9 +142,9 @@ def _build_shard(cfg_d: dict[str, Any], template_bc: Any, root: str, version: st
 
 
 def _train_sample(ok: DataFrame, cfg: GeorankConfig, n: int, dim: int) -> np.ndarray | None:
-    from georank.index import embeddings_matrix, train_size
+    from georank.index import IVF_TYPES, embeddings_matrix, train_size
 
-    if cfg.index.type != "ivfpq":
+    if cfg.index.type not in IVF_TYPES:
         return None
     t = train_size(cfg.index, n)
     frac = min(1.0, 1.5 * t / max(n, 1))

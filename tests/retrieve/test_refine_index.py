@@ -1,0 +1,66 @@
+"""ivfpq_refine: an IVF-PQ shortlist re-ranked by exact inner products (georank.index / retrieve), no Spark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from retrieve_helpers import exact_reference, queries, tiny_gallery
+
+from georank.config import IndexConfig, S3Config
+from georank.errors import GalleryIndexError, SetupError
+from georank.index import build_index, factory_string, read_manifest
+from georank.retrieve import open_index
+
+S3 = S3Config()
+K = 10
+
+
+def _built(tmp_path, **over):  # type: ignore[no-untyped-def]
+    ids, vectors, meta = tiny_gallery(n=1200, dim=32, seed=5)
+    cfg = IndexConfig(type="ivfpq_refine", shards=2, nlist=8, pq_m=8, pq_bits=8, **over)
+    m = build_index(ids=ids, vectors=vectors, meta=meta, cfg=cfg, uri=str(tmp_path / cfg.type), s3=S3, embed_version="e")
+    return ids, vectors, m, cfg
+
+
+def test_refine_index_returns_the_exact_top_k_when_nprobe_covers_all_lists(tmp_path) -> None:
+    ids, vectors, m, cfg = _built(tmp_path)
+    assert factory_string(cfg) == "IDMap2,IVF8,PQ8x8,RFlat"
+    assert m.index_type == "ivfpq_refine" and m.params == {"nlist": 8, "pq_m": 8, "pq_bits": 8}
+    assert read_manifest(str(tmp_path / cfg.type), S3) == m
+    q = queries(40, dim=32, seed=9)
+    want_sim, want_ids = exact_reference(ids, vectors, q, K)
+
+    got = open_index(str(tmp_path / cfg.type), S3, nprobe=8, k_factor=8).search(q, K)  # all 8 lists probed
+    assert np.array_equal(got.gallery_id, want_ids)
+    np.testing.assert_allclose(got.similarity, want_sim, rtol=0, atol=1e-5)  # exact scores, not PQ estimates
+
+    # the same shards without the exact re-rank (shortlist of k): PQ's estimates, not the exact top-k
+    rough = open_index(str(tmp_path / cfg.type), S3, nprobe=8, k_factor=1).search(q, K)
+    assert not np.array_equal(rough.gallery_id, want_ids)
+
+
+def test_ivfpq_alone_gives_approximate_scores_the_refine_index_does_not(tmp_path) -> None:
+    ids, vectors, meta = tiny_gallery(n=1200, dim=32, seed=5)
+    cfg = IndexConfig(type="ivfpq", shards=2, nlist=8, pq_m=8, pq_bits=4)
+    build_index(ids=ids, vectors=vectors, meta=meta, cfg=cfg, uri=str(tmp_path / "pq"), s3=S3, embed_version="e")
+    q = queries(40, dim=32, seed=9)
+    want_sim, _ = exact_reference(ids, vectors, q, K)
+    pq_only = open_index(str(tmp_path / "pq"), S3, nprobe=8).search(q, K)
+    assert np.abs(pq_only.similarity - want_sim).max() > 1e-3
+
+
+def test_cuda_device_without_gpu_faiss_is_a_clear_setup_error(tmp_path) -> None:
+    import faiss
+
+    _, _, _, cfg = _built(tmp_path)
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        pytest.skip("this host has GPU faiss and a GPU: the guard does not fire")
+    with pytest.raises(SetupError, match=r"index.device=cuda: expected a (faiss built with GPU support|visible GPU)"):
+        open_index(str(tmp_path / cfg.type), S3, nprobe=8, device="cuda")
+
+
+def test_refine_index_needs_a_training_sample(tmp_path) -> None:
+    ids, vectors, meta = tiny_gallery(n=40, dim=32, seed=5)
+    with pytest.raises(GalleryIndexError, match="index.type=ivfpq_refine needs at least"):
+        build_index(ids=ids, vectors=vectors, meta=meta, cfg=IndexConfig(type="ivfpq_refine", nlist=8, pq_m=8, pq_bits=8),
+                    uri=str(tmp_path / "x"), s3=S3, embed_version="e")
