@@ -72,7 +72,7 @@ def build_trainable(
     ranker = load_base_ranker(base_dir, seed=cfg.seed, head_weight=head_weight)
     peft_model = get_peft_model(ranker, lora_config(cfg))
     if cfg.gradient_checkpointing:
-        ranker.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        ranker.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     log.info("trainable GeoRanker from %s: %d trainable parameters (LoRA r=%d + head)", base_dir, n_train, cfg.lora.r)
     return peft_model, ranker
