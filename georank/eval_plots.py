@@ -54,7 +54,7 @@ def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[st
         acc = [100 * c["accuracy"] for c in cal]
         ax.bar(x, acc, color="#4a7fb5")
         ax.plot(x, [50 * (c["confidence_min"] + c["confidence_max"]) for c in cal], "o--", color="#d9822b",
-                label="mean confidence of the decile (%)")
+                label="confidence of the decile, mid-range (%)")
         for xi, c, a in zip(x, cal, acc):
             ax.text(float(xi), a + 1, f"n={c['n']}", ha="center", fontsize=7)
         ax.set_xticks(x, [f"{c['confidence_min']:.2f}-\n{c['confidence_max']:.2f}" for c in cal], fontsize=7)
