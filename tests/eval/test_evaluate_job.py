@@ -17,7 +17,7 @@ from support import tiny_conf
 from georank import schema as S
 from georank.cli import run_job
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # end to end through the job entry point
 ROOT = Path(__file__).resolve().parents[2]
 
 
