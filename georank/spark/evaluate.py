@@ -17,9 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,9 +27,10 @@ import pyarrow as pa
 
 from georank import schema as S
 from georank.benchmarks import Benchmark, read_benchmark
-from georank.config import GeorankConfig, validate_config
+from georank.config import GeorankConfig
 from georank.errors import InputError, RunError
 from georank.pipeline import RunInfo
+from georank.spark.executors import executor_errors, gpu_profile, on_executors
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -40,29 +40,17 @@ log = logging.getLogger(__name__)
 TXN_APP_ID = "georank-evaluate"  # Delta txnAppId of the evaluate job's appends
 
 
-def _evaluate_on_executors(
-    cfg_dict: dict[str, Any], run: RunInfo, *, reference: bool = False
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: rebuild the config, evaluate each Arrow batch of PHOTOS (or of
-    REFERENCE_FRAME rows with ``reference``)."""
+def _evaluate_step(run: RunInfo, *, reference: bool) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    """The core function of the evaluate stage (PHOTOS, or REFERENCE_FRAME rows with ``reference``
+    -> EVAL_PREDICTIONS), for :func:`georank.spark.executors.on_executors`. Runs on executors."""
 
-    def run_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def evaluate(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
         from georank.eval_core import evaluate_partition
         from georank.eval_reference import reference_partition
 
-        step = reference_partition if reference else evaluate_partition
+        return (reference_partition if reference else evaluate_partition)(table, cfg, run)
 
-        if not logging.getLogger().handlers and not logging.getLogger("georank").handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            logging.getLogger("georank").addHandler(handler)
-            logging.getLogger("georank").setLevel(logging.INFO)
-        cfg = validate_config(cfg_dict, source="config shipped to executor")
-        for batch in batches:
-            if batch.num_rows:
-                yield from step(pa.Table.from_batches([batch]), cfg, run).to_batches()
-
-    return run_batches
+    return evaluate
 
 
 def photos_of(bench: Benchmark, images_uri: str) -> pa.Table:
@@ -166,8 +154,11 @@ def run_evaluate(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)))
     frame_schema = REFERENCE_FRAME if reference else S.PHOTOS
     df = spark.createDataFrame(photos.to_pylist(), S.spark_schema(frame_schema)).repartition(n_parts)
-    out = df.mapInArrow(_evaluate_on_executors(cfg.model_dump(), run, reference=reference), S.spark_schema(S.EVAL_PREDICTIONS))
-    preds = out.toArrow().cast(S.EVAL_PREDICTIONS)
+    # one accelerator stage (GPU profile when spark.gpu.enabled), the shared executor plumbing
+    out = df.mapInArrow(on_executors(cfg.model_dump(), _evaluate_step(run, reference=reference), accelerator=True),
+                        S.spark_schema(S.EVAL_PREDICTIONS), profile=gpu_profile(cfg))
+    with executor_errors():
+        preds = out.toArrow().cast(S.EVAL_PREDICTIONS)
     seconds_compute = time.monotonic() - t0
     _check_complete(preds, bench.truth, methods)
 
