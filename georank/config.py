@@ -135,11 +135,12 @@ class IndexConfig(_Section):
     """The sharded FAISS gallery index."""
 
     uri: str = "demo/index"  # folder or s3:// prefix holding manifest.json and shards
-    # flat = exact IndexFlatIP; ivfpq = IVF-PQ alone (approximate scores); ivfpq_refine = IVF-PQ
-    # shortlist of k * k_factor, re-ranked by exact inner product (IndexRefineFlat)
-    type: Literal["flat", "ivfpq", "ivfpq_refine"] = "flat"
+    # flat = exact IndexFlatIP; ivfflat = IVF over full vectors (exact scores in the nprobe probed
+    # cells); ivfpq = IVF-PQ alone (approximate scores); ivfpq_refine = IVF-PQ shortlist of
+    # k * k_factor, re-ranked by exact inner product (IndexRefineFlat)
+    type: Literal["flat", "ivfflat", "ivfpq", "ivfpq_refine"] = "flat"
     shards: int = Field(2, ge=1)
-    nlist: int = Field(1024, ge=1)  # IVF cells (ivfpq, ivfpq_refine)
+    nlist: int = Field(1024, ge=1)  # IVF cells (ivfflat, ivfpq, ivfpq_refine)
     pq_m: int = Field(64, ge=1)  # PQ sub-quantisers (ivfpq, ivfpq_refine); must divide the embedding dim
     pq_bits: int = Field(8, ge=1, le=16)  # bits per PQ code (ivfpq, ivfpq_refine)
     nprobe: int = Field(32, ge=1)  # IVF cells searched per query (ivf types): more = higher recall, slower

@@ -14,7 +14,8 @@ folders are not deleted: remove them when no reader needs them.)
 A gallery row goes to shard ``shard_of(gallery_id, n_shards)`` (splitmix64 of the
 id, modulo the shard count): the same on the driver, in Spark and in tests,
 independent of row order. Each shard is ``IDMap,Flat`` (exact inner product),
-``IVF{nlist},PQ{m}x{bits}`` (inner product, ids stored in the inverted lists) or
+``IVF{nlist},Flat`` (ivfflat: exact inner products over the ``index.nprobe`` probed
+cells), ``IVF{nlist},PQ{m}x{bits}`` (inner product, ids stored in the inverted lists) or
 ``IDMap2,IVF{nlist},PQ{m}x{bits},RFlat`` (ivfpq_refine: the IVF-PQ shortlist of
 ``k * index.k_factor`` is re-ranked with exact inner products, so the scores are
 exact and comparable across shards, and the result is the exact top-k whenever the
@@ -61,8 +62,8 @@ FORMAT = "georank-index/1"
 MANIFEST_NAME = "manifest.json"
 METRIC = "inner_product"
 SHARD_ASSIGNMENT = "splitmix64(gallery_id) mod n_shards"
-INDEX_TYPES = ("flat", "ivfpq", "ivfpq_refine")
-IVF_TYPES = ("ivfpq", "ivfpq_refine")  # trained on a sample; searched with index.nprobe
+INDEX_TYPES = ("flat", "ivfflat", "ivfpq", "ivfpq_refine")
+IVF_TYPES = ("ivfflat", "ivfpq", "ivfpq_refine")  # trained on a sample; searched with index.nprobe
 TRAIN_POINTS_PER_CENTROID = 64  # IVF-PQ training sample: this many vectors per coarse / PQ centroid
 META_VERSION_KEY = b"georank.index_version"
 META_SHARD_KEY = b"georank.shard"
@@ -88,7 +89,7 @@ class Manifest:
     """What an index is: its version, shape and shards. ``manifest.json`` on disk."""
 
     index_version: str
-    index_type: Literal["flat", "ivfpq", "ivfpq_refine"]
+    index_type: Literal["flat", "ivfflat", "ivfpq", "ivfpq_refine"]
     dim: int
     ntotal: int
     shards: tuple[ShardEntry, ...]
@@ -245,7 +246,12 @@ def shard_of(gallery_id: np.ndarray, n_shards: int) -> np.ndarray:
 
 def train_size(cfg: IndexConfig, n: int) -> int:
     """How many gallery vectors train an IVF-PQ index (all of them when the gallery is small)."""
-    return min(n, TRAIN_POINTS_PER_CENTROID * max(cfg.nlist, 2**cfg.pq_bits))
+    return min(n, TRAIN_POINTS_PER_CENTROID * _min_train(cfg))
+
+
+def _min_train(cfg: IndexConfig) -> int:
+    """Fewest training vectors: one per IVF cell, and one per PQ centroid for the PQ types."""
+    return cfg.nlist if cfg.type == "ivfflat" else max(cfg.nlist, 2**cfg.pq_bits)
 
 
 def empty_index(dim: int, cfg: IndexConfig, train_vectors: np.ndarray | None = None) -> Any:
@@ -257,16 +263,17 @@ def empty_index(dim: int, cfg: IndexConfig, train_vectors: np.ndarray | None = N
 
     if cfg.type == "flat":
         return faiss.index_factory(dim, factory_string(cfg), faiss.METRIC_INNER_PRODUCT)
-    if dim % cfg.pq_m:
+    if cfg.type != "ivfflat" and dim % cfg.pq_m:
         raise GalleryIndexError(
             f"index.pq_m={cfg.pq_m} must divide the embedding dim {dim}; "
             f"valid values include {[m for m in (8, 16, 32, 48, 64, 96, 128, 192, 256) if dim % m == 0]}"
         )
-    need = max(cfg.nlist, 2**cfg.pq_bits)
+    need = _min_train(cfg)
     got = 0 if train_vectors is None else len(train_vectors)
     if got < need:
         raise GalleryIndexError(
-            f"index.type={cfg.type} needs at least max(index.nlist, 2**index.pq_bits) = {need} training vectors, "
+            f"index.type={cfg.type} needs at least {'index.nlist' if cfg.type == 'ivfflat' else 'max(index.nlist, 2**index.pq_bits)'} "
+            f"= {need} training vectors, "
             f"got {got}; lower index.nlist / index.pq_bits, or use index.type=flat for a small gallery"
         )
     index = faiss.index_factory(dim, factory_string(cfg), faiss.METRIC_INNER_PRODUCT)
@@ -278,6 +285,8 @@ def factory_string(cfg: IndexConfig) -> str:
     """The FAISS ``index_factory`` description of one shard (metric: inner product)."""
     if cfg.type == "flat":
         return "IDMap,Flat"
+    if cfg.type == "ivfflat":
+        return f"IVF{cfg.nlist},Flat"  # exact inner products within the probed cells, ids in the lists
     ivfpq = f"IVF{cfg.nlist},PQ{cfg.pq_m}x{cfg.pq_bits}"
     # IndexRefineFlat keeps the vectors by position: the outer IDMap2 maps positions to gallery ids.
     return f"IDMap2,{ivfpq},RFlat" if cfg.type == "ivfpq_refine" else ivfpq

@@ -64,3 +64,17 @@ def test_refine_index_needs_a_training_sample(tmp_path) -> None:
     with pytest.raises(GalleryIndexError, match="index.type=ivfpq_refine needs at least"):
         build_index(ids=ids, vectors=vectors, meta=meta, cfg=IndexConfig(type="ivfpq_refine", nlist=8, pq_m=8, pq_bits=8),
                     uri=str(tmp_path / "x"), s3=S3, embed_version="e")
+
+
+def test_ivfflat_returns_the_exact_top_k_when_nprobe_covers_all_lists(tmp_path) -> None:
+    ids, vectors, meta = tiny_gallery(n=1200, dim=32, seed=5)
+    cfg = IndexConfig(type="ivfflat", shards=2, nlist=8)
+    m = build_index(ids=ids, vectors=vectors, meta=meta, cfg=cfg, uri=str(tmp_path / "ivf"), s3=S3, embed_version="e")
+    assert factory_string(cfg) == "IVF8,Flat" and m.index_type == "ivfflat"
+    q = queries(40, dim=32, seed=9)
+    want_sim, want_ids = exact_reference(ids, vectors, q, K)
+    got = open_index(str(tmp_path / "ivf"), S3, nprobe=8).search(q, K)
+    assert np.array_equal(got.gallery_id, want_ids)
+    np.testing.assert_allclose(got.similarity, want_sim, rtol=0, atol=1e-5)
+    one_cell = open_index(str(tmp_path / "ivf"), S3, nprobe=1).search(q, K)  # one of 8 cells: not the exact top-k
+    assert not np.array_equal(one_cell.gallery_id, want_ids)
