@@ -52,10 +52,6 @@ def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] |
     d = cfg.demo
     if d.train_warmup_steps == 0 and d.train_ranker_steps == 0:
         return None
-    from georank.rank.tiny import build_tiny_ranker
-    from georank.train.build import build_training_data
-    from georank.train.stages import train_lora, warmup_all_weights
-
     base = Path(cfg.resolve(cfg.rank.base_model_uri))
     adapter = Path(cfg.resolve(cfg.rank.adapter_uri))
     stamp = base.parent / STAMP
@@ -67,6 +63,25 @@ def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] |
         except json.JSONDecodeError:
             pass
     stamp.unlink(missing_ok=True)
+    import torch
+
+    threads = torch.get_num_threads()
+    # One thread: on a small, shared machine torch's OpenMP threads spin against the Spark JVM and
+    # other work (in the geotag driver 300 groups took 877 s with the default 2 threads vs 89 s
+    # with 1, under a similar load of ~8-10); one thread also makes the demo ranker the same on every run.
+    torch.set_num_threads(1)
+    try:
+        return _train(cfg, base, adapter, stamp, want)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: GeorankConfig, base: Path, adapter: Path, stamp: Path, want: dict[str, Any]) -> dict[str, Any]:
+    from georank.rank.tiny import build_tiny_ranker
+    from georank.train.build import build_training_data
+    from georank.train.stages import train_lora, warmup_all_weights
+
+    d = cfg.demo
     work = base.parent / ".train"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
