@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from georank.config import GeorankConfig, validate_config
 from georank.errors import RunError
@@ -77,7 +76,7 @@ def on_executors(
                 done, errors = progress
                 done.add(out.num_rows)
                 if "error_stage" in out.column_names:
-                    errors.add(out.num_rows - pc.sum(pc.is_null(out.column("error_stage"))).as_py())
+                    errors.add(out.num_rows - out.column("error_stage").null_count)
             yield from out.to_batches()
 
     return run

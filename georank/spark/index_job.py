@@ -93,7 +93,6 @@ def _prepare(cfg_d: dict[str, Any], n_shards: int, progress: tuple[Any, Any]):  
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Executor: validate, read, decode and embed gallery rows (one row out per row in);
         each slice's rows and errors are added to the ``progress`` accumulators (done, errors)."""
-        import pyarrow.compute as pc
 
         from georank.config import validate_config
         from georank.index import prepare_gallery_batch
@@ -111,7 +110,7 @@ def _prepare(cfg_d: dict[str, Any], n_shards: int, progress: tuple[Any, Any]):  
                 for start in range(0, batch.num_rows, cfg.embed.batch_size * 8):
                     out = prepare_gallery_batch(batch.slice(start, cfg.embed.batch_size * 8), cfg, n_shards=n_shards)
                     done.add(out.num_rows)
-                    errors.add(out.num_rows - pc.sum(pc.is_null(out.column("error_stage"))).as_py())
+                    errors.add(out.num_rows - out.column("error_stage").null_count)
                     yield out
 
     return run
