@@ -35,8 +35,22 @@ from georank.pipeline import RunInfo, decode_photos, embed_isolated, rank_and_de
 log = logging.getLogger(__name__)
 
 
-def _row(photo_id: str, method: str, **values: Any) -> dict[str, Any]:
+def eval_row(photo_id: str, method: str, **values: Any) -> dict[str, Any]:
+    """One EVAL_PREDICTIONS row: the given values, null elsewhere."""
     return {name: values.get(name) for name in S.EVAL_PREDICTIONS.names} | {"photo_id": photo_id, "method": method}
+
+
+def ranker_and_full(ranker: dict[str, Any], retrieved_latlon_deg: np.ndarray, cfg: GeorankConfig) -> list[dict[str, Any]]:
+    """The ``ranker`` row and the ``full`` method's row of one photo: where the retrieved neighbours
+    ``(k, 2)`` agree (skip rule) the full method decides without the ranker, else it is the ranker."""
+    if should_skip(retrieved_latlon_deg, cfg.skip):
+        d = decide_skipped(retrieved_latlon_deg, cfg.skip, cfg.decide)
+        versions = {k: ranker[k] for k in ("model_version", "adapter_version", "embed_version", "index_version")}
+        full = eval_row(ranker["photo_id"], "full", lat_deg=d.lat_deg, lon_deg=d.lon_deg, confidence=d.confidence,
+                        ranker_skipped=True, **versions)
+    else:
+        full = {**ranker, "method": "full"}
+    return [ranker, full]
 
 
 def _widened(cfg: GeorankConfig, run: RunInfo) -> GeorankConfig:
@@ -67,7 +81,7 @@ def evaluate_partition(photos: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa
     failed = pc.is_valid(decoded.column("error_stage"))
     out: list[dict[str, Any]] = []
     for r in decoded.filter(failed).select(["photo_id", "error_stage", "error_reason"]).to_pylist():
-        out.extend(_row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"]) for m in S.EVAL_METHODS)
+        out.extend(eval_row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"]) for m in S.EVAL_METHODS)
     good = decoded.filter(pc.invert(failed))
     if good.num_rows:
         out.extend(_methods(good, cfg, run))
@@ -77,7 +91,7 @@ def evaluate_partition(photos: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa
 def _error_rows(results: pa.Table) -> list[dict[str, Any]]:
     """EVAL rows (every method) of RESULTS error rows (a photo that failed to embed or retrieve)."""
     return [
-        _row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"])
+        eval_row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"])
         for r in results.select(["photo_id", "error_stage", "error_reason"]).to_pylist()
         for m in S.EVAL_METHODS
     ]
@@ -111,21 +125,14 @@ def _methods(good: pa.Table, cfg: GeorankConfig, run: RunInfo) -> list[dict[str,
         }
         latlon_wide = np.column_stack([w["lat_deg"], w["lon_deg"]]).astype(np.float64)
         lat, lon = nn_top1(latlon_wide)
-        out.append(_row(pid, "nn", lat_deg=lat, lon_deg=lon, **versions))
+        out.append(eval_row(pid, "nn", lat_deg=lat, lon_deg=lon, **versions))
         lat, lon = knn_sigma(latlon_wide, feature_distance(np.asarray(w["similarity"])), knn_cfg)
-        out.append(_row(pid, "knn", lat_deg=lat, lon_deg=lon, **versions))
-        ranker = _row(
+        out.append(eval_row(pid, "knn", lat_deg=lat, lon_deg=lon, **versions))
+        ranker = eval_row(
             pid, "ranker", lat_deg=rk["lat_deg"], lon_deg=rk["lon_deg"], confidence=rk["confidence"], ranker_skipped=False,
             error_stage=rk["error_stage"], error_reason=rk["error_reason"], **versions,
         )
-        out.append(ranker)
-        latlon = np.column_stack([n["lat_deg"], n["lon_deg"]]).astype(np.float64)
-        if should_skip(latlon, cfg.skip):
-            d = decide_skipped(latlon, cfg.skip, cfg.decide)
-            out.append(_row(pid, "full", lat_deg=d.lat_deg, lon_deg=d.lon_deg, confidence=d.confidence,
-                            ranker_skipped=True, **versions))
-        else:
-            out.append({**ranker, "method": "full"})
+        out += ranker_and_full(ranker, np.column_stack([n["lat_deg"], n["lon_deg"]]).astype(np.float64), cfg)
     return out
 
 

@@ -30,9 +30,10 @@ import pyarrow.compute as pc
 
 from georank import schema as S
 from georank.config import GeorankConfig
-from georank.decide import decide, decide_skipped, should_skip
+from georank.decide import decide
 from georank.decode import decode_image, rgb_from_bytes
 from georank.errors import PhotoError
+from georank.eval_core import eval_row, ranker_and_full
 from georank.io import PhotoReader
 from georank.pipeline import RunInfo, decode_photos
 
@@ -40,10 +41,6 @@ log = logging.getLogger(__name__)
 
 REFERENCE_METHODS = ("nn", "ranker", "full")
 REFERENCE_FRAME = pa.schema(list(S.PHOTOS) + [f for f in S.REFERENCE_CANDIDATES if f.name != "photo_id"])
-
-
-def _row(photo_id: str, method: str, **values: Any) -> dict[str, Any]:
-    return {name: values.get(name) for name in S.EVAL_PREDICTIONS.names} | {"photo_id": photo_id, "method": method}
 
 
 def _image(img_id: str | None, cfg: GeorankConfig, reader: PhotoReader, cache: dict[str, Any]) -> tuple[Any, bool]:
@@ -76,12 +73,12 @@ def reference_partition(frame: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa
     for r in frame.to_pylist():  # the reference's retrieval top-1 needs no image
         lat, lon = r["cand_lat_deg"], r["cand_lon_deg"]
         if lat:
-            out.append(_row(r["photo_id"], "nn", lat_deg=lat[0], lon_deg=lon[0], **versions))
+            out.append(eval_row(r["photo_id"], "nn", lat_deg=lat[0], lon_deg=lon[0], **versions))
         else:
-            out.append(_row(r["photo_id"], "nn", error_stage="retrieve", error_reason="the reference file lists no candidate"))
+            out.append(eval_row(r["photo_id"], "nn", error_stage="retrieve", error_reason="the reference file lists no candidate"))
     failed = pc.is_valid(decoded.column("error_stage"))
     for r in decoded.filter(failed).to_pylist():
-        out += [_row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"]) for m in ("ranker", "full")]
+        out += [eval_row(r["photo_id"], m, error_stage=r["error_stage"], error_reason=r["error_reason"]) for m in ("ranker", "full")]
     reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)
     cache: dict[str, Any] = {}
     todo: list[tuple[str, Any, np.ndarray, np.ndarray]] = []  # photo id, query, candidate latlon, retrieved latlon
@@ -101,7 +98,7 @@ def reference_partition(frame: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa
         negs = [RankCandidate(a, b, t or "", None) for a, b, t in
                 list(zip(ref["cand_lat_deg"], ref["cand_lon_deg"], ref["cand_description"]))[-n_neg:]] if n_neg else []
         if not cands:
-            out += [_row(d["photo_id"], m, error_stage="rank", error_reason="no usable reference candidate") for m in ("ranker", "full")]
+            out += [eval_row(d["photo_id"], m, error_stage="rank", error_reason="no usable reference candidate") for m in ("ranker", "full")]
             continue
         query = RankQuery(image=rgb_from_bytes(d["rgb"], d["width_px"], d["height_px"]), candidates=cands, negatives=negs)
         retrieved = np.column_stack([ref["cand_lat_deg"], ref["cand_lon_deg"]]).astype(np.float64)
@@ -111,15 +108,9 @@ def reference_partition(frame: pa.Table, cfg: GeorankConfig, run: RunInfo) -> pa
         batch = todo[start : start + step]
         for (pid, _q, cand_latlon, retrieved), scores in zip(batch, scorer.score([t[1] for t in batch])):
             dec = decide(np.asarray(scores, dtype=np.float64), cand_latlon, cfg.decide)
-            ranker = _row(pid, "ranker", lat_deg=dec.lat_deg, lon_deg=dec.lon_deg, confidence=dec.confidence,
+            ranker = eval_row(pid, "ranker", lat_deg=dec.lat_deg, lon_deg=dec.lon_deg, confidence=dec.confidence,
                           ranker_skipped=False, **versions)
-            out.append(ranker)
-            if should_skip(retrieved, cfg.skip):
-                sk = decide_skipped(retrieved, cfg.skip, cfg.decide)
-                out.append(_row(pid, "full", lat_deg=sk.lat_deg, lon_deg=sk.lon_deg, confidence=sk.confidence,
-                                ranker_skipped=True, **versions))
-            else:
-                out.append({**ranker, "method": "full"})
+            out += ranker_and_full(ranker, retrieved, cfg)
     return pa.Table.from_pylist(out, schema=S.EVAL_PREDICTIONS)
 
 
