@@ -8,7 +8,7 @@ of the real architectures with RANDOM weights (no CLIP or VLM weights ship in an
 package); the ranker is then trained on the demo gallery when ``demo.train_*_steps`` say so
 (conf/local.yaml does; the tests' tiny world does not); and the gallery
 index, built with the same core functions the index job runs on executors
-(:func:`georank.index.prepare_gallery_batch`, :func:`georank.index.build_index`).
+(:func:`georank.gallery.prepare_gallery_batch`, :func:`georank.index.build_index`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def ensure_demo_models(cfg: GeorankConfig) -> dict[str, str]:
 
 def build_gallery_index(cfg: GeorankConfig, gallery: pa.Table, *, gallery_version: str, batch_rows: int = 256) -> dict[str, Any]:
     """Embed ``gallery`` (schema.GALLERY) on this process and build the configured index (mode overwrite)."""
-    from georank.index import build_index, embeddings_matrix, prepare_gallery_batch
+    from georank.gallery import prepare_gallery_batch
+    from georank.index import build_index, embeddings_matrix
 
     parts = [
         pa.Table.from_batches([prepare_gallery_batch(b, cfg, n_shards=cfg.index.shards)])

@@ -95,7 +95,7 @@ def _prepare(cfg_d: dict[str, Any], n_shards: int, progress: tuple[Any, Any]):  
         each slice's rows and errors are added to the ``progress`` accumulators (done, errors)."""
 
         from georank.config import validate_config
-        from georank.index import prepare_gallery_batch
+        from georank.gallery import prepare_gallery_batch
         from georank.spark.executors import bind_gpu, executor_logging, fit_threads, task_cpus
 
         executor_logging()

@@ -94,7 +94,7 @@ def build_groups(
     """TRAINING_GROUPS rows for gallery rows ``query_rows (q,)`` and their ``neighbours``.
 
     ``gallery`` needs ``gallery_id``, ``uri``, ``lat_deg``, ``lon_deg`` and ``description``
-    (city, state, country; :func:`georank.index.prepare_gallery_batch` computes it).
+    (city, state, country; :func:`georank.gallery.prepare_gallery_batch` computes it).
     """
     t = cfg.train
     k = cfg.retrieve.k

@@ -28,7 +28,7 @@ DAY = dt.date(2026, 11, 25)
 def test_bad_gallery_rows_are_error_rows_with_reasons(tiny_world: Path, tmp_path: Path) -> None:
     """prepare_gallery_batch (the index job's executor step): every bad row is an error row
     with stage and reason, the good rows in the same batch are embedded."""
-    from georank.index import prepare_gallery_batch
+    from georank.gallery import prepare_gallery_batch
 
     cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml"))
     img = str(sorted((tiny_world / "gallery").rglob("*.jpg"))[0])
