@@ -122,22 +122,6 @@ def _conf(tiny_world: Path, out: Path, s3_world: S3World) -> Path:
     return tiny_conf(tiny_world, out, s3={"endpoint_url": s3_world.endpoint_url, "path_style": True})
 
 
-def test_s3_prefix_input(spark, tiny_world: Path, s3_world: S3World, aws_env: None, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Every object under the prefix is read on executors with boto3; the non-image becomes a
-    decode error row, every photo a prediction."""
-    cfg = load_config(_conf(tiny_world, tmp_path / "c.yaml", s3_world))
-    s = run_geotag(spark, cfg, photos_uri=f"s3://{BUCKET}/{PREFIX}", run_date=DAY, run_id="run-s3")
-    n = len(s3_world.photo_ids)
-    assert (s["read"], s["predicted"], s["errors"]) == (n + 1, n, 1), s
-    preds = read_predictions(cfg.tables.results).to_pylist()
-    assert sorted(r["photo_id"] for r in preds) == s3_world.photo_ids
-    assert all(r["uri"] == f"s3://{BUCKET}/{PREFIX}{r['photo_id']}.jpg" for r in preds)
-    assert all(r["index_version"] and r["model_version"] for r in preds)
-    [err] = read_errors(cfg.tables.results).to_pylist()
-    assert (err["photo_id"], err["uri"], err["stage"]) == ("manifest", f"s3://{BUCKET}/{PREFIX}manifest.txt", "decode")
-    assert err["reason"].startswith("not an image"), err["reason"]
-
-
 def test_s3_missing_and_denied_objects_are_read_errors(spark, tiny_world: Path, s3_world: S3World, aws_env: None, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A table of s3:// URIs: a missing object (404) and one the job may not read (403) each
     become an error row with stage ``read`` and a clear reason; the readable one is predicted."""
@@ -160,10 +144,11 @@ def test_s3_missing_and_denied_objects_are_read_errors(spark, tiny_world: Path, 
 
 
 @pytest.mark.slow
-def test_s3_run_through_spark_submit_leaks_no_credentials(tiny_world: Path, s3_world: S3World, tmp_path: Path) -> None:
-    """The job reads s3:// photos with the (dummy) keys in its environment, launched as CI does:
-    the keys appear in none of its output (driver, JVM and Python worker logs), its summary line,
-    the results table or anything else the run left under its folders."""
+def test_s3_prefix_input_through_spark_submit_leaks_no_credentials(tiny_world: Path, s3_world: S3World, tmp_path: Path) -> None:
+    """The job reads every object under an s3:// prefix on executors with boto3, launched as CI
+    does: the non-image is a decode error row, every photo a prediction; the (dummy) keys in its
+    environment appear in none of its output (driver, JVM and Python worker logs), its summary
+    line, the results table or anything else the run left under its folders."""
     import os
     import subprocess
 
@@ -184,3 +169,11 @@ def test_s3_run_through_spark_submit_leaks_no_credentials(tiny_world: Path, s3_w
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.suffix == ".parquet" for p in files) and any("_delta_log" in p.parts for p in files)
     assert [str(p) for p in files if any(k.encode() in p.read_bytes() for k in secrets)] == []
+    cfg = load_config(conf)
+    preds = read_predictions(cfg.tables.results).to_pylist()
+    assert sorted(r["photo_id"] for r in preds) == s3_world.photo_ids
+    assert all(r["uri"] == f"s3://{BUCKET}/{PREFIX}{r['photo_id']}.jpg" for r in preds)
+    assert all(r["index_version"] and r["model_version"] for r in preds)
+    [err] = read_errors(cfg.tables.results).to_pylist()
+    assert (err["photo_id"], err["uri"], err["stage"]) == ("manifest", f"s3://{BUCKET}/{PREFIX}manifest.txt", "decode")
+    assert err["reason"].startswith("not an image"), err["reason"]

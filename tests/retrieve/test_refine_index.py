@@ -17,20 +17,20 @@ K = 10
 
 def _built(tmp_path, **over):  # type: ignore[no-untyped-def]
     ids, vectors, meta = tiny_gallery(n=1200, dim=32, seed=5)
-    cfg = IndexConfig(type="ivfpq_refine", shards=2, nlist=8, pq_m=8, pq_bits=8, **over)
+    cfg = IndexConfig(type="ivfpq_refine", shards=2, nlist=8, pq_m=8, pq_bits=4, **over)  # 4 bits: trains in seconds
     m = build_index(ids=ids, vectors=vectors, meta=meta, cfg=cfg, uri=str(tmp_path / cfg.type), s3=S3, embed_version="e")
     return ids, vectors, m, cfg
 
 
 def test_refine_index_returns_the_exact_top_k_when_nprobe_covers_all_lists(tmp_path) -> None:
     ids, vectors, m, cfg = _built(tmp_path)
-    assert factory_string(cfg) == "IDMap2,IVF8,PQ8x8,RFlat"
-    assert m.index_type == "ivfpq_refine" and m.params == {"nlist": 8, "pq_m": 8, "pq_bits": 8}
+    assert factory_string(cfg) == "IDMap2,IVF8,PQ8x4,RFlat"
+    assert m.index_type == "ivfpq_refine" and m.params == {"nlist": 8, "pq_m": 8, "pq_bits": 4}
     assert read_manifest(str(tmp_path / cfg.type), S3) == m
     q = queries(40, dim=32, seed=9)
     want_sim, want_ids = exact_reference(ids, vectors, q, K)
 
-    got = open_index(str(tmp_path / cfg.type), S3, nprobe=8, k_factor=8).search(q, K)  # all 8 lists probed
+    got = open_index(str(tmp_path / cfg.type), S3, nprobe=8, k_factor=40).search(q, K)  # all 8 lists probed, shortlist 400
     assert np.array_equal(got.gallery_id, want_ids)
     np.testing.assert_allclose(got.similarity, want_sim, rtol=0, atol=1e-5)  # exact scores, not PQ estimates
 
@@ -52,7 +52,9 @@ def test_ivfpq_alone_gives_approximate_scores_the_refine_index_does_not(tmp_path
 def test_cuda_device_without_gpu_faiss_is_a_clear_setup_error(tmp_path) -> None:
     import faiss
 
-    _, _, _, cfg = _built(tmp_path)
+    ids, vectors, meta = tiny_gallery(n=600, dim=32, seed=5)
+    cfg = IndexConfig(type="ivfflat", shards=2, nlist=8)
+    build_index(ids=ids, vectors=vectors, meta=meta, cfg=cfg, uri=str(tmp_path / cfg.type), s3=S3, embed_version="e")
     if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
         pytest.skip("this host has GPU faiss and a GPU: the guard does not fire")
     with pytest.raises(SetupError, match=r"index.device=cuda: expected a (faiss built with GPU support|visible GPU)"):
