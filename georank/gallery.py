@@ -30,7 +30,7 @@ def _bad_coords(lat: Any, lon: Any) -> str | None:
     return None
 
 
-def _descriptions(cols: dict[str, list[Any]], n: int) -> list[str]:
+def descriptions(cols: dict[str, list[Any]], n: int) -> list[str]:
     """``{desc}`` of each row from its city/state/country; rows with none of the three (or a
     gallery without place columns) get them from offline reverse geocoding of their coordinates."""
     from georank.places import describe, reverse_geocode
@@ -64,7 +64,7 @@ def prepare_gallery_batch(batch: pa.RecordBatch, cfg: GeorankConfig, *, n_shards
     n = batch.num_rows
     stage: list[str | None] = [None] * n
     reason: list[str | None] = [None] * n
-    desc = _descriptions(cols, n)
+    desc = descriptions(cols, n)
     images, image_rows = [], []
     reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)
     for i in range(n):

@@ -42,14 +42,14 @@ def read_table(uri: str) -> tuple[pa.Table, str]:
 
 
 def with_descriptions(gallery: pa.Table) -> pa.Table:
-    """The gallery with a ``description`` column (city, state, country; :func:`georank.places.describe`)."""
-    from georank.places import describe
+    """The gallery with a ``description`` column, made exactly as the index build makes it
+    (:func:`georank.gallery.descriptions`: city, state, country, else reverse-geocoded), so that
+    training prompts describe a candidate as inference prompts do."""
+    from georank.gallery import descriptions
 
-    def col(name: str) -> list[Any]:
-        return gallery.column(name).to_pylist() if name in gallery.column_names else [None] * gallery.num_rows
-
-    desc = [describe(c, s, k) for c, s, k in zip(col("city"), col("state"), col("country"))]
-    return gallery.append_column("description", pa.array(desc, pa.string()))
+    cols = {name: gallery.column(name).to_pylist() for name in ("city", "state", "country", "lat_deg", "lon_deg")
+            if name in gallery.column_names}
+    return gallery.append_column("description", pa.array(descriptions(cols, gallery.num_rows), pa.string()))
 
 
 def write_groups(table: pa.Table, uri: str, *, mode: Literal["error", "overwrite"]) -> int:
