@@ -28,6 +28,20 @@ class InputError(GeorankError):
     """A run-level input is wrong (missing table, bad URI, unsupported scheme)."""
 
 
+class StorageError(InputError):
+    """Reading, listing or writing a local path or an ``s3://`` object failed (georank.storage).
+
+    ``reason`` is a sentence naming the path or URI (``object not found: s3://b/k``); ``kind`` is
+    one of ``not_found``, ``denied``, ``too_large``, ``unreachable``, ``other``, so a caller can
+    turn it into its own error (an error row, an index error) without parsing the message.
+    """
+
+    def __init__(self, reason: str, *, kind: str = "other") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
 class PhotoError(GeorankError):
     """One photo cannot be used. Becomes an error row, never a crashed task.
 
