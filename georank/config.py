@@ -207,6 +207,9 @@ class RankConfig(_Section):
     min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
     max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # reference cap; lower it for throughput
     candidate_jpeg_quality: int | None = Field(75, ge=1, le=100)  # reference re-encodes candidates as JPEG q75
+    # Per-worker cache of candidate (gallery) images' vision-tower output, in MB of tensors on rank.device
+    # (shared-prefix path; scores equal the uncached path within 1e-5 fp32); 0 = off, every candidate's pixels
+    feature_cache_mb: int = Field(512, ge=0)
     # Ablations of the seed's Table 5 (evaluate only; all true = the reference prompt, byte for byte):
     prompt_negatives: bool = True  # false: no "Negative examples: ..." text ("w/o negatives")
     prompt_descriptions: bool = True  # false: no place description, in the question or the negatives ("w/o descriptions")

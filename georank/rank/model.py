@@ -31,6 +31,8 @@ class RankerInputs:
     mm_token_type_ids: IntTensor (b, t), 1 at image-pad tokens.
     pixel_values: FloatTensor (n_patches, c * tps * 14 * 14) for the images of these tokens, or None.
     image_grid_thw: LongTensor (n_images, 3), or None.
+    image_features: FloatTensor (n_image_tokens, hidden), the vision tower's output for this batch's
+        image tokens in order, IN PLACE of ``pixel_values`` (the scorer's feature cache), or None.
     """
 
     input_ids: torch.Tensor
@@ -39,6 +41,7 @@ class RankerInputs:
     mm_token_type_ids: torch.Tensor
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
 
     def as_kwargs(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,7 @@ class RankerInputs:
             "mm_token_type_ids": self.mm_token_type_ids,
             "pixel_values": self.pixel_values,
             "image_grid_thw": self.image_grid_thw,
+            "image_features": self.image_features,
         }
 
 
@@ -85,24 +89,53 @@ class GeoRankerModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
         past_key_values: DynamicCache | None = None,
+        image_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores (b,) float32 of left-padded prompts (or suffixes after a cached prefix)."""
-        out = self.model(
+        out = self._backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             mm_token_type_ids=mm_token_type_ids,
             pixel_values=pixel_values,
             image_grid_thw=image_grid_thw,
+            image_features=image_features,
             past_key_values=past_key_values,
             use_cache=past_key_values is not None,
         )
         h_last = out.last_hidden_state[:, -1, :]  # (b, hidden): post-norm, last real token
         return self.value_head(h_last).squeeze(-1).float()  # (b,)
 
+    def _backbone(self, *, image_features: torch.Tensor | None, **kwargs: Any) -> Any:
+        """The backbone on pixels (its own vision tower), or on ``image_features`` scattered into
+        the token embeddings at the image tokens, as the backbone does with its tower's output;
+        position ids must then be given (M-RoPE needs the image grids, which features lack)."""
+        if image_features is None:
+            return self.model(**kwargs)
+        input_ids = kwargs.pop("input_ids")
+        if kwargs.get("pixel_values") is not None:
+            raise ValueError("the ranker takes pixel_values or image_features, not both")
+        if kwargs.get("position_ids") is None:
+            raise ValueError("image_features need explicit position_ids (M-RoPE over the image grids)")
+        embeds = self.model.get_input_embeddings()(input_ids)  # (b, t, hidden)
+        is_image = input_ids == self.config.image_token_id  # (b, t)
+        n_tokens = int(is_image.sum())
+        if n_tokens != image_features.shape[0]:
+            raise ValueError(f"image features: expected {n_tokens} rows, one per image token; got {image_features.shape[0]}")
+        embeds = embeds.masked_scatter(is_image.unsqueeze(-1).expand_as(embeds), image_features.to(embeds.device, embeds.dtype))
+        kwargs.update(pixel_values=None, image_grid_thw=None, mm_token_type_ids=None)
+        return self.model(input_ids=None, inputs_embeds=embeds, **kwargs)
+
+    def image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> list[torch.Tensor]:
+        """The vision tower (+ merger) on a batch of images: (n_tokens_i, hidden) per image, what
+        the backbone scatters at each image's tokens."""
+        out = self.model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        feats = out.pooler_output if hasattr(out, "pooler_output") else out
+        return list(feats)
+
     def encode_prefix(self, inputs: RankerInputs) -> DynamicCache:
         """Run a left-padded batch of prefixes once and return their KV cache (b, kv_heads, p, d)."""
-        out = self.model(**inputs.as_kwargs(), use_cache=True)
+        out = self._backbone(**inputs.as_kwargs(), use_cache=True)
         return out.past_key_values
 
     def score(self, inputs: RankerInputs, past_key_values: DynamicCache | None = None) -> torch.Tensor:

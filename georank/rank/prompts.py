@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import PIL.Image
@@ -50,6 +50,7 @@ class RankCandidate:
     lon_deg: float
     description: str | None
     image: PIL.Image.Image | None
+    image_key: str | None = None  # names ``image`` for the scorer's feature cache (None: never cached)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def ablate(query: RankQuery, cfg: RankConfig) -> RankQuery:
         return query
     cands = [
         RankCandidate(c.lat_deg, c.lon_deg, c.description if cfg.prompt_descriptions else None,
-                      c.image if cfg.prompt_candidate_image else None)
+                      c.image if cfg.prompt_candidate_image else None, c.image_key)
         for c in query.candidates
     ]
     negs = [
@@ -206,13 +207,18 @@ def prepare_image(image: PIL.Image.Image, cfg: RankConfig, *, is_candidate: bool
 class EncodedImage:
     """One image as the vision tower takes it.
 
-    pixel_values: FloatTensor (n_patches, 3 * 2 * 14 * 14), one row per 14x14 patch.
+    pixel_values: FloatTensor (n_patches, 3 * 2 * 14 * 14), one row per 14x14 patch; None when
+        ``features`` came from the scorer's feature cache.
     grid_thw: (t, h, w) in patches; the prompt holds t * h * w / merge**2 ``<|image_pad|>`` tokens.
+    key: the feature cache's key of this image (None: not cached).
+    features: the vision tower's output (n_tokens, hidden) when the cache had it, else None.
     """
 
-    pixel_values: torch.Tensor
+    pixel_values: torch.Tensor | None
     grid_thw: tuple[int, int, int]
     n_tokens: int
+    key: Any = None
+    features: torch.Tensor | None = None
 
 
 def encode_image(processor: Any, image: PIL.Image.Image) -> EncodedImage:
@@ -263,12 +269,40 @@ class EncodedQuery:
     prefix_len: int
 
 
-def encode_query(processor: Any, query: RankQuery, cfg: RankConfig) -> EncodedQuery:
+# (image_key, snapped width px, snapped height px) -> (cache key, features or None); see Scorer
+FeatureLookup = Callable[[str, int, int], tuple[Any, "torch.Tensor | None"]]
+
+
+def encode_candidate_image(
+    processor: Any, cand: RankCandidate, cfg: RankConfig, lookup: FeatureLookup | None = None
+) -> EncodedImage:
+    """A candidate's image for the ranker. With ``lookup`` and an ``image_key``, an image whose
+    vision-tower output is cached skips the JPEG round trip, resize and patching: only its grid
+    (from the snapped size, which neither the round trip nor RGB conversion changes) is needed."""
+    assert cand.image is not None
+    if lookup is None or cand.image_key is None:
+        return encode_image(processor, prepare_image(cand.image, cfg, is_candidate=True))
+    w, h = snap_size(cand.image.width, cand.image.height, min_pixels=cfg.min_pixels,
+                     max_pixels=cfg.max_pixels, max_aspect_ratio=MAX_ASPECT_RATIO)
+    key, features = lookup(cand.image_key, w, h)
+    if features is None:
+        enc = encode_image(processor, prepare_image(cand.image, cfg, is_candidate=True))
+        return replace(enc, key=key)
+    patch, merge = int(processor.image_processor.patch_size), int(processor.image_processor.merge_size)
+    grid = (1, h // patch, w // patch)  # one frame: the processor pads a still image to temporal_patch_size
+    return EncodedImage(None, grid, (grid[1] * grid[2]) // (merge * merge), key, features)
+
+
+def encode_query(
+    processor: Any, query: RankQuery, cfg: RankConfig, *, lookup: FeatureLookup | None = None
+) -> EncodedQuery:
     """Prompts of every candidate of ``query``, with the shared prefix split on TOKENS.
 
     Qwen2's pre-tokenizer joins a space to a following ``-``, so for a negative latitude the
     shared token prefix ends at ``latitude:``, not at the space after it. The prefix is
     tokenized on its own and checked to be a token prefix of every pair; a mismatch raises.
+    ``lookup`` (the scorer's feature cache) may stand in for a candidate image's pixels; the
+    token ids are the same either way.
     """
     query = ablate(query, cfg)
     query_image = prepare_image(query.image, cfg, is_candidate=False)
@@ -278,7 +312,7 @@ def encode_query(processor: Any, query: RankQuery, cfg: RankConfig) -> EncodedQu
     for cand in query.candidates:
         images = [query_enc]
         if cand.image is not None:
-            images.append(encode_image(processor, prepare_image(cand.image, cfg, is_candidate=True)))
+            images.append(encode_candidate_image(processor, cand, cfg, lookup))
         text = render_prompt(processor, query_image, cand, query.negatives)
         ids = tokenize(processor, text, images)
         if ids[: len(prefix_ids)] != prefix_ids:

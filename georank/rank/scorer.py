@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from georank.config import RankConfig, S3Config
+from georank.rank.features import FeatureCache
 from georank.rank.model import GeoRankerModel, RankerInputs, select_cache_rows
 from georank.rank.prompts import EncodedImage, EncodedPair, EncodedQuery, RankQuery, encode_query
 
@@ -62,6 +63,8 @@ class Scorer:
         self.device = model.device
         self.pad_id = int(processor.tokenizer.pad_token_id)
         self.image_token_id = int(processor.image_token_id)
+        # candidate images' vision-tower output, per worker (shared-prefix path only; 0 MB = off)
+        self.features = FeatureCache(max_bytes=cfg.feature_cache_mb * 2**20) if cfg.feature_cache_mb > 0 else None
 
     # --- public ---------------------------------------------------------------------------
 
@@ -88,11 +91,42 @@ class Scorer:
         """Each photo's shared prefix once, then all its candidates' suffixes against its cache."""
         out: list[np.ndarray] = []
         for group in _chunks(len(queries), self.cfg.photos_per_batch):
-            encoded = [encode_query(self.processor, queries[i], self.cfg) for i in group]
+            lookup = None if self.features is None else self._lookup
+            encoded = [encode_query(self.processor, queries[i], self.cfg, lookup=lookup) for i in group]
             out.extend(self._score_group(encoded))
         return out
 
     # --- internals ------------------------------------------------------------------------
+
+    def _lookup(self, image_key: str, width_px: int, height_px: int) -> tuple[Any, torch.Tensor | None]:
+        """(cache key, cached features or None) of a candidate image snapped to width x height:
+        keyed by the gallery image, its size for the ranker and the model (versions, dtype,
+        JPEG re-encoding), so one worker's cache never serves another model's features."""
+        key = (image_key, width_px, height_px, self.model_version, self.adapter_version, self.cfg.dtype,
+               self.cfg.candidate_jpeg_quality)
+        assert self.features is not None
+        return key, self.features.get(key)
+
+    def _candidate_features(self, images: list[EncodedImage]) -> torch.Tensor | None:
+        """(n_image_tokens, hidden): the images' vision-tower output in order, from the cache where
+        it is there, else by ONE tower pass over the others' pixels (then cached)."""
+        if not images:
+            return None
+        assert self.features is not None
+        feats: list[torch.Tensor | None] = [im.features for im in images]
+        for i, im in enumerate(images):  # filled by an earlier chunk of this group since encoding?
+            if feats[i] is None and im.key is not None and im.key in self.features:
+                feats[i] = self.features.get(im.key)
+        todo = [i for i, f in enumerate(feats) if f is None]
+        if todo:
+            pixel_values, grid_thw = self._pixels([images[i] for i in todo])
+            assert pixel_values is not None and grid_thw is not None
+            made = self.model.image_features(pixel_values.to(self.device), grid_thw.to(self.device))
+            for i, f in zip(todo, made):
+                feats[i] = f
+                if images[i].key is not None:
+                    self.features.put(images[i].key, f)
+        return torch.cat([f for f in feats if f is not None], dim=0)
 
     def _split(self, scores: np.ndarray, counts: list[int]) -> list[np.ndarray]:
         bounds = np.cumsum([0, *counts])
@@ -110,12 +144,18 @@ class Scorer:
         return ids, mask
 
     @staticmethod
-    def _pixels(images: list[EncodedImage]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _grids(images: list[EncodedImage]) -> torch.Tensor | None:
+        """LongTensor (n_images, 3) of the images' (t, h, w) patch grids, or None."""
+        return torch.tensor([im.grid_thw for im in images], dtype=torch.long) if images else None
+
+    @classmethod
+    def _pixels(cls, images: list[EncodedImage]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not images:
             return None, None
-        pixel_values = torch.cat([im.pixel_values for im in images], dim=0)  # (n_patches, d)
-        grid_thw = torch.tensor([im.grid_thw for im in images], dtype=torch.long)  # (n_images, 3)
-        return pixel_values, grid_thw
+        rows = [im.pixel_values for im in images if im.pixel_values is not None]
+        if len(rows) != len(images):
+            raise ValueError(f"pixel values: expected one per image ({len(images)}), got {len(rows)} (cached features?)")
+        return torch.cat(rows, dim=0), cls._grids(images)  # (n_patches, d), (n_images, 3)
 
     def _rope_index(self, ids: torch.Tensor, mask: torch.Tensor, grid_thw: torch.Tensor | None) -> torch.Tensor:
         """M-RoPE position ids (3, b, t) of left-padded full sequences (pads get 0)."""
@@ -172,12 +212,18 @@ class Scorer:
             full_ids = torch.cat([prefix_ids[rows], suffix_ids], dim=1)
             full_mask = torch.cat([prefix_mask[rows], suffix_mask], dim=1)
             all_images = [im for p in pairs for im in p.images]
-            _, all_grid = self._pixels(all_images)
+            all_grid = self._grids(all_images)
             position_ids = self._rope_index(full_ids, full_mask, all_grid)[:, :, prefix_ids.shape[1] :]
-            # only the candidate images' pixel rows (the query image lives in the cache)
-            pixel_values, grid_thw = self._pixels([im for p in pairs for im in p.images[1:]])
+            # only the candidate images (the query image lives in the KV cache): their pixel rows, or
+            # with the feature cache their vision-tower output (cached, or computed once and kept)
+            cand_images = [im for p in pairs for im in p.images[1:]]
             mm = (suffix_ids == self.image_token_id).to(torch.int)
-            inputs = self._to_device(RankerInputs(suffix_ids, full_mask, position_ids, mm, pixel_values, grid_thw))
+            if self.features is None:
+                pixel_values, grid_thw = self._pixels(cand_images)
+                inputs = self._to_device(RankerInputs(suffix_ids, full_mask, position_ids, mm, pixel_values, grid_thw))
+            else:
+                inputs = self._to_device(RankerInputs(suffix_ids, full_mask, position_ids, mm))
+                inputs.image_features = self._candidate_features(cand_images)
             chunk_cache = select_cache_rows(cache, rows.to(self.device))
             chunk_scores = self.model.score(inputs, past_key_values=chunk_cache).cpu().numpy()
             for (qi, ci), s in zip(items, chunk_scores):
