@@ -42,6 +42,18 @@ def cached(kind: str, key: Hashable, factory: Callable[[], T]) -> T:
     return value
 
 
+def device_key(device: str) -> str:
+    """The device a resource is loaded onto, as it belongs in a cache key: ``cuda`` becomes this
+    process's current GPU (``cuda:1``, as :func:`georank.spark.executors.bind_gpu` set it for the
+    task), so a reused worker whose next task was given another GPU loads a copy there instead of
+    using the first GPU's. ``cpu`` stays ``cpu``."""
+    if device != "cuda":
+        return device
+    import torch
+
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else device
+
+
 def build_count(kind: str, key: Hashable) -> int:
     """How many times ``(kind, key)`` was built in this process (tests check it is 1)."""
     return _builds.get((kind, key), 0)
