@@ -10,62 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from georank import storage
 from georank.config import S3Config
-from georank.errors import PhotoError
+from georank.errors import PhotoError, StorageError
 
 
 def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: Any | None = None) -> bytes:
-    """The bytes at ``uri``. ``client`` is a boto3 S3 client to reuse (one per partition)."""
-    if uri.startswith(("s3://", "s3a://")):
-        return _read_s3(uri, s3, max_bytes=max_bytes, client=client)
+    """The bytes at ``uri`` (local path, ``file://``, ``s3://`` or ``tar://``), through
+    :mod:`georank.storage`. ``client`` is an S3 client to reuse (one per partition)."""
     if uri.startswith("tar://"):  # a member of a tar archive, by offset (georank.tarindex)
         from georank.tarindex import read_tar_member
 
         return read_tar_member(uri, s3, max_bytes=max_bytes)
-    path = Path(urlparse(uri).path if uri.startswith("file://") else uri)
     try:
-        size = path.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise PhotoError("read", f"file is {size} bytes, over the limit of {max_bytes} (decode.max_bytes)")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise PhotoError("read", f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise PhotoError("read", f"expected a file, got a directory: {path}") from None
-    except PermissionError:
-        raise PhotoError("read", f"permission denied reading {path}") from None
-    except OSError as exc:
-        raise PhotoError("read", f"could not read {path}: {exc.strerror or exc}") from None
-
-
-def _read_s3(uri: str, s3: S3Config, *, max_bytes: int | None, client: Any | None) -> bytes:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from georank.artifacts import s3_client, split_s3
-
-    bucket, key = split_s3(uri)
-    c = client if client is not None else s3_client(s3)
-    try:
-        obj = c.get_object(Bucket=bucket, Key=key)
-        size = int(obj.get("ContentLength", 0))
-        if max_bytes is not None and size > max_bytes:
-            raise PhotoError("read", f"object is {size} bytes, over the limit of {max_bytes} (decode.max_bytes)")
-        data: bytes = obj["Body"].read()
-        return data
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", "unknown"))
-        words = {
-            "NoSuchKey": "object not found",
-            "404": "object not found",
-            "NoSuchBucket": "bucket not found",
-            "AccessDenied": "access denied",
-            "403": "access denied",
-        }.get(code, f"S3 error {code}")
-        raise PhotoError("read", f"{words}: {uri}") from None
-    except BotoCoreError as exc:
-        raise PhotoError("read", f"could not reach S3 for {uri}: {exc.__class__.__name__}") from None
+        return storage.read_bytes(uri, s3, max_bytes=max_bytes, client=client)
+    except StorageError as err:
+        limit = " (decode.max_bytes)" if err.kind == "too_large" else ""
+        raise PhotoError("read", err.reason + limit) from None
 
 
 class PhotoReader:
@@ -83,10 +45,8 @@ class PhotoReader:
             return data
         if not uri:
             raise PhotoError("read", "the input row has neither image bytes nor a URI")
-        if uri.startswith(("s3://", "s3a://")) and self._client is None:
-            from georank.artifacts import s3_client
-
-            self._client = s3_client(self._s3)
+        if storage.is_s3(uri) and self._client is None:
+            self._client = storage.s3_client(self._s3)
         return read_bytes(uri, self._s3, max_bytes=self._max_bytes, client=self._client)
 
 
@@ -98,25 +58,12 @@ def list_images(folder: str, s3: S3Config) -> list[str]:
     under a hidden folder (``.DS_Store``, ``._IMG_0001.JPG``, ``.thumbnails/``) are skipped. An
     ``s3://`` prefix is a folder: ``s3://b/night`` lists ``s3://b/night/...``, not ``s3://b/night2/...``.
     """
-    if folder.startswith(("s3://", "s3a://")):
-        from georank.artifacts import s3_client, split_s3
-
-        bucket, prefix = split_s3(folder)
-        prefix = _as_folder_prefix(prefix)
-        client = s3_client(s3)
-        uris: list[str] = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if not key.endswith("/") and not _hidden(key[len(prefix) :]):
-                    uris.append(f"s3://{bucket}/{key}")
-        return sorted(uris)
+    if storage.is_s3(folder):
+        bucket, prefix = storage.split_s3(folder)
+        under = f"s3://{bucket}/{_as_folder_prefix(prefix)}"
+        return [f.uri for f in storage.list_files(folder, s3) if not _hidden(f.uri[len(under) :])]
     root = _local_root(folder)
-    return sorted(
-        str(p)
-        for p in root.rglob("*")
-        if (p.is_file() or p.is_symlink()) and not _hidden(p.relative_to(root).as_posix())
-    )
+    return [f.uri for f in storage.list_files(folder, s3) if not _hidden(Path(f.uri).relative_to(root).as_posix())]
 
 
 def photo_ids(uris: Sequence[str], folder: str) -> list[str]:
@@ -169,16 +116,14 @@ def _as_folder_prefix(prefix: str) -> str:
 
 
 def _local_root(folder: str) -> Path:
-    return Path(urlparse(folder).path if folder.startswith("file://") else folder)
+    return storage.local_of(folder)
 
 
 def _relative(uri: str, folder: str) -> str:
     """``uri``'s path under ``folder`` (``/``-separated); ValueError when it is not under it."""
-    if folder.startswith(("s3://", "s3a://")):
-        from georank.artifacts import split_s3
-
-        f_bucket, f_prefix = split_s3(folder)
-        u_bucket, u_key = split_s3(uri)
+    if storage.is_s3(folder):
+        f_bucket, f_prefix = storage.split_s3(folder)
+        u_bucket, u_key = storage.split_s3(uri)
         prefix = _as_folder_prefix(f_prefix)
         if u_bucket != f_bucket or not u_key.startswith(prefix):
             raise ValueError(f"photo_ids: expected {uri} under {folder}")

@@ -24,20 +24,17 @@ import hashlib
 import io
 import logging
 import tarfile
-import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from georank import schema as S
+from georank import storage
 from georank.config import S3Config
-from georank.errors import InputError, PhotoError
+from georank.errors import InputError, PhotoError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +58,6 @@ def index_uri_of(archive_uri: str) -> str:
     return archive_uri + INDEX_SUFFIX
 
 
-def _is_s3(uri: str) -> bool:
-    return uri.startswith(("s3://", "s3a://"))
-
-
-def _local(uri: str) -> Path:
-    return Path(urlparse(uri).path if uri.startswith("file://") else uri)
-
-
 # ----------------------------------------------------------------------------- build
 
 
@@ -90,24 +79,11 @@ def build_tar_index(archive_uri: str, s3: S3Config, *, index_uri: str | None = N
     """Scan ``archive_uri`` (local or ``s3://``) once and write its member index (Parquet) to
     ``index_uri`` (default: beside the archive). Returns ``(index uri, members)``."""
     out = index_uri or index_uri_of(archive_uri)
-    if _is_s3(archive_uri):
-        from georank.artifacts import s3_client, split_s3
-
-        bucket, key = split_s3(archive_uri)
-        body = s3_client(s3).get_object(Bucket=bucket, Key=key)["Body"]
-        table = scan_tar(body, stream=True)
-    else:
-        with _local(archive_uri).open("rb") as f:
-            table = scan_tar(f, stream=False)
+    with storage.open_input(archive_uri, s3) as f:  # an S3 object is streamed, never downloaded whole
+        table = scan_tar(f, stream=storage.is_s3(archive_uri))
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    if _is_s3(out):
-        from georank.artifacts import s3_client, split_s3
-
-        bucket, key = split_s3(out)
-        s3_client(s3).put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
-    else:
-        _local(out).write_bytes(buf.getvalue())
+    storage.put_bytes(buf.getvalue(), out, s3)
     log.info("indexed %d members of %s into %s", table.num_rows, archive_uri, out)
     return out, table.num_rows
 
@@ -204,61 +180,16 @@ def read_tar_member(uri: str, s3cfg: S3Config, *, max_bytes: int | None = None, 
     if max_bytes is not None and size > max_bytes:
         raise PhotoError("read", f"member is {size} bytes, over the limit of {max_bytes} (decode.max_bytes)")
     start = offset - _BLOCK  # the member's own header, checked before its bytes are trusted
-    if _is_s3(archive):
-        blob = _read_range_s3(archive, start, size + _BLOCK, s3cfg, client)
-    else:
-        try:
-            with _local(archive).open("rb") as f:
-                f.seek(start)
-                blob = f.read(size + _BLOCK)
-        except FileNotFoundError:
-            raise PhotoError("read", f"tar archive not found: {archive}") from None
-        except OSError as exc:
-            raise PhotoError("read", f"could not read tar archive {archive}: {exc.strerror or exc}") from None
+    try:
+        blob = storage.read_range(archive, s3cfg, start=start, length=size + _BLOCK, client=client)
+    except StorageError as err:
+        raise PhotoError("read", f"tar archive unreadable ({err.reason})") from None
     why = _header_ok(blob[:_BLOCK], member, size)
     if why is None and len(blob) != size + _BLOCK:
         why = "the archive is shorter than the index says"
     if why is not None:
         raise PhotoError("read", f"member {member!r} of {archive}: {why}; the index does not match the archive (rebuild it)")
     return blob[_BLOCK:]
-
-
-CLIENT_TTL_S = 300.0  # a worker's S3 client for ranged reads is rebuilt this often (credentials re-resolved)
-_clients: dict[tuple[Any, ...], tuple[float, Any]] = {}
-_clients_lock = threading.Lock()
-
-
-def _worker_client(s3cfg: S3Config, make: Any) -> Any:
-    """One S3 client per worker and endpoint for the many small ranged reads of gallery members
-    (a client costs far more than a read), rebuilt every ``CLIENT_TTL_S`` so that the credential
-    chain is resolved afresh, as :func:`georank.artifacts.s3_client` wants."""
-    key = (s3cfg.endpoint_url, s3cfg.region, s3cfg.path_style)
-    now = time.monotonic()
-    with _clients_lock:
-        hit = _clients.get(key)
-        if hit is not None and now - hit[0] < CLIENT_TTL_S:
-            return hit[1]
-    client = make(s3cfg)
-    with _clients_lock:
-        _clients[key] = (now, client)
-    return client
-
-
-def _read_range_s3(archive: str, start: int, length: int, s3cfg: S3Config, client: Any | None) -> bytes:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from georank.artifacts import s3_client, split_s3
-
-    bucket, key = split_s3(archive)
-    c = client if client is not None else _worker_client(s3cfg, s3_client)
-    try:
-        data: bytes = c.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")["Body"].read()
-        return data
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", "unknown"))
-        raise PhotoError("read", f"S3 error {code} reading {archive} bytes {start}-{start + length - 1}") from None
-    except BotoCoreError as exc:
-        raise PhotoError("read", f"could not reach S3 for {archive}: {exc.__class__.__name__}") from None
 
 
 __all__ = ["TarIndex", "build_tar_index", "get_index", "index_uri_of", "read_tar_member", "scan_tar", "split_tar_uri"]

@@ -1,0 +1,97 @@
+"""The storage layer's artifact cache (georank.storage.local_path) on moto's in-process S3:
+one download per host however many workers ask at once, old versions removed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from georank import storage
+from georank.config import S3Config
+from georank.errors import StorageError
+
+BUCKET = "artifacts"
+S3 = S3Config()
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[object]:
+    from moto import mock_aws
+
+    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
+    with mock_aws():
+        client = storage.s3_client(S3)
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _put_model(client: object, weights: bytes) -> None:
+    client.put_object(Bucket=BUCKET, Key="models/clip/config.json", Body=b'{"dim": 8}')  # type: ignore[attr-defined]
+    client.put_object(Bucket=BUCKET, Key="models/clip/weights.bin", Body=weights)  # type: ignore[attr-defined]
+
+
+def test_workers_fetching_one_artifact_at_once_download_it_once(s3_bucket: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = bytes(range(256)) * 4096  # 1 MiB
+    _put_model(s3_bucket, weights)
+    downloads: list[int] = []
+    real = storage._download
+
+    def slow_download(*args, **kwargs):  # type: ignore[no-untyped-def]
+        downloads.append(1)
+        real(*args, **kwargs)
+        threading.Event().wait(0.3)  # hold the window open: the others must wait on the lock, not download
+
+    monkeypatch.setattr(storage, "_download", slow_download)
+    got: list[Path] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            got.append(storage.local_path(f"s3://{BUCKET}/models/clip", S3))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == 4 and len(set(got)) == 1
+    assert len(downloads) == 1
+    folder = got[0]
+    assert (folder / "weights.bin").read_bytes() == weights and (folder / "config.json").read_bytes() == b'{"dim": 8}'
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".lock", folder.name]  # no temporary folders left
+
+
+def test_a_changed_artifact_replaces_the_old_version_and_crash_leftovers(s3_bucket: object) -> None:
+    _put_model(s3_bucket, b"old weights")
+    old = storage.local_path(f"s3://{BUCKET}/models/clip", S3)
+    (old.parent / ".tmp-999999-deadbeef").mkdir()  # a download that crashed
+    assert storage.local_path(f"s3://{BUCKET}/models/clip", S3) == old  # unchanged: the cached copy
+    _put_model(s3_bucket, b"new weights")
+    new = storage.local_path(f"s3://{BUCKET}/models/clip", S3)
+    assert new != old and (new / "weights.bin").read_bytes() == b"new weights"
+    assert not old.exists()
+    assert sorted(p.name for p in new.parent.iterdir()) == [".lock", new.name]
+    # A single object is a file inside its version folder.
+    s3_bucket.put_object(Bucket=BUCKET, Key="heads.safetensors", Body=b"h")  # type: ignore[attr-defined]
+    f = storage.local_path(f"s3://{BUCKET}/heads.safetensors", S3)
+    assert f.name == "heads.safetensors" and f.read_bytes() == b"h"
+
+
+def test_missing_artifacts_and_objects_are_storage_errors(s3_bucket: object, tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=rf"artifact not found: expected objects at s3://{BUCKET}/models/none, got none"):
+        storage.local_path(f"s3://{BUCKET}/models/none", S3)
+    with pytest.raises(StorageError, match=r"artifact not found: expected a file or directory at .*/nope") as err:
+        storage.local_path(str(tmp_path / "nope"), S3)
+    assert err.value.kind == "not_found"
+    s3_bucket.put_object(Bucket=BUCKET, Key="x", Body=b"0123456789")  # type: ignore[attr-defined]
+    assert storage.read_range(f"s3://{BUCKET}/x", S3, start=2, length=3) == b"234"
+    with pytest.raises(StorageError, match=r"^object is 10 bytes, over the limit of 4$") as err:
+        storage.read_bytes(f"s3://{BUCKET}/x", S3, max_bytes=4)
+    assert err.value.kind == "too_large"
