@@ -14,13 +14,14 @@ Images are resized (shortest side, bicubic) and centre-cropped to
 transformers' ``CLIPImageProcessor`` (the reference's preprocessing).
 
 Weights load with ``from_pretrained`` from a local directory or an ``s3://``
-prefix (through :func:`georank.artifacts.local_path`); the heads load from a
+prefix (through :func:`georank.storage.local_path`); the heads load from a
 safetensors file. Nothing is fetched from a model hub, nothing is unpickled.
 A checkpoint that leaves any vision weight or head tensor unloaded is a
 :class:`~georank.errors.CheckpointError`, never a silently random encoder.
 
 :func:`get_embedder` runs on executors: one :class:`Embedder` per Python
-worker, cached by (URI, heads URI, kind, size, device, dtype).
+worker, cached by (URI, heads URI, kind, size, device, dtype); the device names the GPU
+(``cuda:N``, :func:`georank.resources.device_key`).
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
     from transformers import CLIPVisionModelWithProjection
     from transformers.utils import logging as hf_logging
 
-    from georank.artifacts import local_path
+    from georank.resources import device_key
+    from georank.storage import local_path
 
     res = resolve or (lambda u: u)
     model_dir = local_path(res(cfg.model_uri), s3)
@@ -232,6 +234,7 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SetupError("embed.device is 'cuda' but torch sees no GPU; expected one, or set embed.device=cpu")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+    device = device_key(cfg.device)  # "cuda:N": this task's GPU, fixed for the embedder's life
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a CLIPModel dir lists its text tower as "unexpected": checked below
@@ -258,12 +261,12 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
         )
     projection_dim = int(vcfg.projection_dim)
     heads = load_heads(heads_file, projection_dim) if heads_file is not None else []
-    vision = vision.to(cfg.device).eval()
-    heads = [h.to(device=cfg.device, dtype=dtype).eval() for h in heads]
+    vision = vision.to(device).eval()
+    heads = [h.to(device=device, dtype=dtype).eval() for h in heads]
     version = checkpoint_version(model_dir, heads_file, kind=cfg.kind, image_size=cfg.image_size)
     log.info(
         "loaded %s embedder %s (dim %d, version %s) on %s/%s",
-        cfg.kind, cfg.model_uri, projection_dim * (1 + len(heads)), version, cfg.device, cfg.dtype,
+        cfg.kind, cfg.model_uri, projection_dim * (1 + len(heads)), version, device, cfg.dtype,
     )
     return Embedder(
         vision=vision,
@@ -271,7 +274,7 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
         processor=_image_processor(model_dir, cfg.image_size),
         kind=cfg.kind,
         batch_size=cfg.batch_size,
-        device=cfg.device,
+        device=device,
         dtype=dtype,
         version=version,
         projection_dim=projection_dim,
@@ -280,12 +283,12 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
 
 def get_embedder(cfg: GeorankConfig) -> Embedder:
     """The worker's embedder for ``cfg.embed`` (built once per Python worker). Runs on executors."""
-    from georank.resources import cached
+    from georank.resources import cached, device_key
 
     e = cfg.embed
     key = (
         cfg.resolve(e.model_uri), cfg.resolve(e.heads_uri) if e.heads_uri else None,
-        e.kind, e.image_size, e.device, e.dtype, e.batch_size,
+        e.kind, e.image_size, device_key(e.device), e.dtype, e.batch_size,
     )
     return cached("embedder", key, lambda: load_embedder(e, cfg.s3, resolve=cfg.resolve))
 

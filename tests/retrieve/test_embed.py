@@ -94,3 +94,15 @@ def test_one_embedder_per_worker(tiny_clip: Path) -> None:
     cfg = validate_config({"embed": {"model_uri": str(tiny_clip)}})
     a, b = get_embedder(cfg), get_embedder(cfg)
     assert a is b
+
+
+def test_cache_keys_name_the_gpu_a_resource_sits_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    assert resources.device_key("cpu") == "cpu"
+    gpu = [0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: gpu[0])
+    assert resources.device_key("cuda") == "cuda:0"
+    gpu[0] = 1  # the reused worker's next task was given GPU 1: another key, another copy
+    assert resources.device_key("cuda") == "cuda:1"
