@@ -9,7 +9,7 @@ Runs on executors; the ranker comes from the per-worker cache.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,25 +32,35 @@ log = logging.getLogger(__name__)
 
 
 def _candidate_image(
-    uri: str | None, cfg: GeorankConfig, cache: dict[str, tuple[Any, str | None]], reader: PhotoReader
+    uri: str | None,
+    cfg: GeorankConfig,
+    images: dict[str, Any],
+    unusable: dict[str, str],
+    reader: PhotoReader,
 ) -> tuple[Any, str | None]:
     """(the gallery image behind a candidate, None) or (None, why it is unusable): unreadable,
     undecodable (the same decode_image and limits as the photos) or a size the ranker refuses.
-    Cached per batch by URI."""
+
+    ``images`` holds the decoded images of ONE rank batch by URI (the caller drops it with the
+    batch, so decoded pixels never outlive their batch); ``unusable`` holds the reasons of the
+    whole call by URI (a few bytes each: a bad image is read and logged once per partition)."""
     if not uri:
         return None, "the gallery row has no image URI"
-    if uri not in cache:
+    if uri in unusable:
+        return None, unusable[uri]
+    if uri not in images:
         try:
             img = decode_image(reader.read(uri), cfg.decode)
             _check_rankable(img, cfg)
-            cache[uri] = (img, None)
+            images[uri] = img
         except Exception as exc:  # noqa: BLE001  # any failure of one gallery image drops that candidate only
             if is_run_level(exc):
                 raise
             why = reason_of(exc, "reading the gallery image")
             log.warning("gallery image %s unusable (%s): the candidate is dropped", uri, why)
-            cache[uri] = (None, why)
-    return cache[uri]
+            unusable[uri] = why
+            return None, why
+    return images[uri], None
 
 
 def _check_rankable(img: Any, cfg: GeorankConfig) -> None:
@@ -73,8 +83,17 @@ def _candidate_struct(c: Any, score: float | None) -> dict[str, Any]:
 
 
 @dataclass
+class _Pending:
+    """One photo the ranker must score, before its images are loaded (no pixels held)."""
+
+    common: dict[str, Any]
+    index: int  # row of the photo in DECODED (its rgb is read from there when its batch comes)
+    pc: PhotoCandidates
+
+
+@dataclass
 class _ToRank:
-    """One photo waiting for the ranker: its row's common columns, candidates and their images."""
+    """One photo of the current rank batch: its row's common columns, candidates and their images."""
 
     common: dict[str, Any]
     pc: PhotoCandidates
@@ -118,18 +137,19 @@ def rank_and_decide(
     score, deciding) is that photo's error row; a batch that fails is scored again photo by
     photo. A candidate whose gallery image is unusable is dropped and counted
     (``n_candidates_dropped``). Loading the ranker and run-level errors still raise.
+
+    Candidate images are read and decoded one rank batch at a time and released with it: the
+    decoded pixels alive are one batch's, whatever the partition's size (issue 14 item 5).
     """
     from georank.rank import get_scorer
 
     scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)
-    rows = decoded.select(["photo_id", "uri", "rgb", "width_px", "height_px"]).to_pylist()
+    rows = decoded.select(["photo_id", "uri"]).to_pylist()  # pixels stay in Arrow until their batch
     neigh = neighbours.to_pylist()
     if [r["photo_id"] for r in rows] != [n["photo_id"] for n in neigh]:
         raise ValueError("rank_and_decide: expected neighbours in the same photo order as the decoded photos")
     out: list[dict[str, Any]] = []
-    to_rank: list[_ToRank] = []
-    image_cache: dict[str, tuple[Any, str | None]] = {}
-    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)  # one S3 client for every candidate image
+    pending: list[_Pending] = []
     base = {
         "model_version": scorer.model_version,
         "adapter_version": scorer.adapter_version,
@@ -139,77 +159,126 @@ def rank_and_decide(
         "error_stage": None,
         "error_reason": None,
     }
-    for row, nrow in zip(rows, neigh):
+    for i, (row, nrow) in enumerate(zip(rows, neigh)):
         common = {**base, "photo_id": row["photo_id"], "uri": row["uri"], "index_version": nrow["index_version"]}
         try:
             pc = from_neighbours(nrow, cfg, prototypes=(prototypes or {}).get(row["photo_id"], ()))
         except Exception as exc:  # noqa: BLE001
             out.append(_error(common, exc, stage="retrieve", what="building the candidates from the neighbours"))
             continue
-        item = _prepare(common, row, pc, cfg, image_cache, reader, out)
-        if item is not None:
-            to_rank.append(item)
+        if not _skipped(common, pc, cfg, out):
+            pending.append(_Pending(common, i, pc))
 
-    if to_rank:
-        log.info("ranking %d of %d photos (the others: skip rule or an error)", len(to_rank), len(rows))
-    step = cfg.rank.photos_per_batch
-    for start in range(0, len(to_rank), step):
-        batch = to_rank[start : start + step]
-        batch = _add_generated(batch, cfg, out)
-        scored = per_item([t.query for t in batch], scorer.score, what="the ranker", stage="rank")
-        for item, scores in zip(batch, scored):
-            out.append(_decide_ranked(item, scores, cfg))
+    if pending:
+        log.info("ranking %d of %d photos (the others: skip rule or an error)", len(pending), len(rows))
+    reader = PhotoReader(cfg.s3, max_bytes=cfg.decode.max_bytes)  # one S3 client for every candidate image
+    unusable: dict[str, str] = {}  # gallery URI -> why (whole call; no pixels)
+    todo = iter(pending)
+    while _rank_next_batch(todo, decoded, cfg, scorer, unusable, reader, out):
+        pass
     return results_table(out)
 
 
-def _prepare(
-    common: dict[str, Any],
-    row: dict[str, Any],
-    pc: PhotoCandidates,
+def _rank_next_batch(
+    todo: Iterator[_Pending],
+    decoded: pa.Table,
     cfg: GeorankConfig,
-    image_cache: dict[str, tuple[Any, str | None]],
+    scorer: Any,
+    unusable: dict[str, str],
+    reader: PhotoReader,
+    out: list[dict[str, Any]],
+) -> bool:
+    """Rank the next batch: ``rank.photos_per_batch`` photos that reach the ranker, their candidate
+    images decoded now and released when this returns (nothing of them outlives the call: rows
+    go into ``out``), so memory does not grow with the partition. False when none were left."""
+    images: dict[str, Any] = {}  # this batch's decoded gallery images by URI
+    batch: list[_ToRank] = []
+    for p in todo:
+        item = _prepare(p, decoded, cfg, images, unusable, reader, out)
+        if item is not None:
+            batch.append(item)
+        if len(batch) == cfg.rank.photos_per_batch:
+            break
+    if not batch:
+        return False
+    batch = _add_generated(batch, cfg, out)
+    scored = per_item([t.query for t in batch], scorer.score, what="the ranker", stage="rank")
+    for ranked, scores in zip(batch, scored):
+        out.append(_decide_ranked(ranked, scores, cfg))
+    return True
+
+
+def _skipped(common: dict[str, Any], pc: PhotoCandidates, cfg: GeorankConfig, out: list[dict[str, Any]]) -> bool:
+    """True when the photo is done without the ranker: the skip rule's prediction row, or the
+    skip rule's error row, went into ``out``."""
+    latlon = np.asarray(pc.neighbour_latlon_deg, dtype=np.float64)
+    try:
+        if not should_skip(latlon, cfg.skip):
+            return False
+        d = decide_skipped(latlon, cfg.skip, cfg.decide)
+        top = [_candidate_struct(c, None) for c in pc.candidates[: cfg.decide.top_candidates]]
+        out.append(_prediction(common, d, skipped=True, n=len(pc.candidates), n_dropped=0, top=top))
+    except Exception as exc:  # noqa: BLE001
+        out.append(_error(common, exc, stage="decide", what="the skip rule"))
+    return True
+
+
+def _prepare(
+    p: _Pending,
+    decoded: pa.Table,
+    cfg: GeorankConfig,
+    images: dict[str, Any],
+    unusable: dict[str, str],
     reader: PhotoReader,
     out: list[dict[str, Any]],
 ) -> _ToRank | None:
-    """Skip rule (a prediction row into ``out``), or the photo's query for the ranker (None when
-    it became an error row)."""
+    """The photo's query for the ranker, its candidate images loaded into ``images`` (the current
+    batch's), or None when it became an error row in ``out``."""
     from georank.rank import RankCandidate, RankQuery
 
-    latlon = np.asarray(pc.neighbour_latlon_deg, dtype=np.float64)
-    try:
-        if should_skip(latlon, cfg.skip):
-            d = decide_skipped(latlon, cfg.skip, cfg.decide)
-            top = [_candidate_struct(c, None) for c in pc.candidates[: cfg.decide.top_candidates]]
-            out.append(_prediction(common, d, skipped=True, n=len(pc.candidates), n_dropped=0, top=top))
-            return None
-    except Exception as exc:  # noqa: BLE001
-        out.append(_error(common, exc, stage="decide", what="the skip rule"))
-        return None
-    usable, images, why_dropped = [], [], []
+    common, pc = p.common, p.pc
+    usable, cand_images, why_dropped = [], [], []
     for c in pc.candidates:
-        img, why = _candidate_image(c.image_uri, cfg, image_cache, reader) if c.source == "retrieved" else (None, None)
+        img, why = (
+            _candidate_image(c.image_uri, cfg, images, unusable, reader) if c.source == "retrieved" else (None, None)
+        )
         if why is not None:
             why_dropped.append(why)
             continue
         usable.append(c)
-        images.append(img)
+        cand_images.append(img)
     if not usable:
         first = f" (first: {why_dropped[0]})" if why_dropped else ""
         reason = f"no usable candidate: the gallery images of all {len(pc.candidates)} candidates are unusable{first}"
         out.append({**common, "error_stage": "rank", "error_reason": reason_of(PhotoError("rank", reason), "")})
         return None
     try:
-        query_image = rgb_from_bytes(row["rgb"], row["width_px"], row["height_px"])
+        query_image = rgb_from_bytes(
+            decoded.column("rgb")[p.index].as_py(),
+            decoded.column("width_px")[p.index].as_py(),
+            decoded.column("height_px")[p.index].as_py(),
+        )
         _check_rankable(query_image, cfg)
         query = RankQuery(
             image=query_image,
-            candidates=[RankCandidate(c.lat_deg, c.lon_deg, c.description, img) for c, img in zip(usable, images)],
+            candidates=[
+                RankCandidate(c.lat_deg, c.lon_deg, c.description, img, image_key=_feature_key(common, c, img))
+                for c, img in zip(usable, cand_images)
+            ],
             negatives=[RankCandidate(n.lat_deg, n.lon_deg, n.description, None) for n in pc.negatives],
         )
     except Exception as exc:  # noqa: BLE001
         out.append(_error(common, exc, stage="rank", what="preparing the photo for the ranker"))
         return None
-    return _ToRank(common, pc, usable, images, len(why_dropped), query)
+    return _ToRank(common, pc, usable, cand_images, len(why_dropped), query)
+
+
+def _feature_key(common: dict[str, Any], c: Candidate, img: Any) -> str | None:
+    """What names a gallery image for the ranker's feature cache: the index version and gallery
+    id behind the candidate, and the decoded size (None: not cached, e.g. no gallery id)."""
+    if img is None or c.gallery_id is None:
+        return None
+    return f"{common['index_version']}/{c.gallery_id}/{img.width}x{img.height}"
 
 
 def _add_generated(batch: list[_ToRank], cfg: GeorankConfig, out: list[dict[str, Any]]) -> list[_ToRank]:
