@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -333,6 +333,9 @@ class EvaluateConfig(_Section):
     calibration_radius_km: float = Field(25.0, gt=0)  # confidence calibration: accuracy within this radius
     report_dir: str = "warehouse/eval_reports"  # report.md, report.html and plots go to <report_dir>/<run id>/
     max_photos: int | None = Field(None, ge=1)  # evaluate only the first N benchmark rows (smoke runs); null: all
+    # Other adapters of the same base model scored on the same photos and candidates: one extra row
+    # ``ranker@<name>`` per entry (skip rule off, every enabled source), e.g. {untrained: <adapter dir>}.
+    compare_adapters: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], str] = Field(default_factory=dict)
 
 
 class GeorankConfig(_Section):

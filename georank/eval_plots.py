@@ -20,7 +20,7 @@ def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[st
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from georank.eval_report import METHOD_LABELS
+    from georank.eval_report import method_label
     from georank.worldmap import draw_world
 
     out: dict[str, str] = {}
@@ -31,7 +31,7 @@ def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[st
     for method, err in rep.errors_km.items():
         n = len(err)
         frac = [(err < g).sum() / n if n else 0.0 for g in grid_km]
-        ax.plot(grid_km, frac, label=METHOD_LABELS.get(method, method))
+        ax.plot(grid_km, frac, label=method_label(method))
     for t in next(iter(rep.accuracy.values())).thresholds_km if rep.accuracy else ():
         ax.axvline(t, color="#bbb", linewidth=0.6, zorder=0)
     ax.set_xscale("log")

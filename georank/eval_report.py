@@ -27,9 +27,24 @@ log = logging.getLogger(__name__)
 METHOD_LABELS = {
     "nn": "Retrieval top-1 (NN)",
     "knn": "[L]kNN, sigma=4 (Vo et al. 2017)",
-    "ranker": "GeoRanker over retrieved candidates (skip rule off)",
+    "ranker": "GeoRanker, every enabled source (skip rule off)",
     "full": "Full method (skip rule on)",
 }
+
+
+def method_label(method: str) -> str:
+    """The report's words for a method of ``schema.eval_methods``.
+
+    >>> method_label("ranker_prototype"), method_label("ranker@untrained")
+    ('GeoRanker, prototype candidates alone', 'GeoRanker, adapter untrained (skip rule off)')
+    """
+    if method in METHOD_LABELS:
+        return METHOD_LABELS[method]
+    if method.startswith("ranker_"):
+        return f"GeoRanker, {method.removeprefix('ranker_')} candidates alone"
+    if method.startswith("ranker@"):
+        return f"GeoRanker, adapter {method.removeprefix('ranker@')} (skip rule off)"
+    return method
 
 
 @dataclass
@@ -44,6 +59,7 @@ class EvalReport:
     calibration: list[dict[str, Any]]  # confidence deciles of the full method
     skip: dict[str, Any]  # skip-rule calibration
     versions: dict[str, str | None]
+    adapter_versions: dict[str, str | None] = field(default_factory=dict)  # per method, when it differs (ranker@<name>)
     counts: dict[str, int] = field(default_factory=dict)  # benchmark reader counts (rows, zero_gps_*)
     truth_latlon_deg: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     full_latlon_deg: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
@@ -108,6 +124,7 @@ def results_table(rep: EvalReport, *, run_at: dt.datetime) -> pa.Table:
                 "run_id": rep.run_id, "run_at": run_at, "benchmark": rep.benchmark, "candidates": rep.candidates,
                 "method": method, "radius_km": float(t), "accuracy": acc, "n": a.n, "hits": hits, "misses": a.n - hits,
                 "failed": a.missing, "median_km": a.median_km, "mean_km": a.mean_km, **rep.versions,
+                "adapter_version": rep.adapter_versions.get(method) or rep.versions.get("adapter_version"),
             })
     return pa.Table.from_pylist(rows, schema=S.EVAL_RESULTS)
 
@@ -138,7 +155,7 @@ def accuracy_lines(rep: EvalReport) -> list[str]:
         cells = " | ".join(f"{100 * v:.2f}" for v in a.accuracy)
         med = "-" if np.isnan(a.median_km) else f"{a.median_km:.1f}"
         mean = "-" if np.isnan(a.mean_km) else f"{a.mean_km:.1f}"
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | {cells} | {a.n} | {a.missing} | {med} | {mean} |")
+        lines.append(f"| {method_label(method)} | {cells} | {a.n} | {a.missing} | {med} | {mean} |")
     return lines
 
 
@@ -223,4 +240,4 @@ def write_report(rep: EvalReport, out_dir: Path, *, radius_km: float) -> dict[st
             **{k: str(out_dir / v) for k, v in plots.items()}}
 
 
-__all__ = ["EvalReport", "confidence_calibration", "results_table", "skip_calibration", "summary_numbers", "write_report"]
+__all__ = ["EvalReport", "method_label", "confidence_calibration", "results_table", "skip_calibration", "summary_numbers", "write_report"]

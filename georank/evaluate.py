@@ -18,6 +18,8 @@ import numpy as np
 from georank.geo import pairwise_km, valid_latlon
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
     import pyarrow as pa
 
 THRESHOLDS_KM: tuple[float, ...] = (1.0, 25.0, 200.0, 750.0, 2500.0)
@@ -90,20 +92,24 @@ def accuracy(
 # ----------------------------------------------------------------------------- per method (evaluate job)
 
 
-def method_errors(preds: "pa.Table", truth: "pa.Table") -> dict[str, np.ndarray]:
+def method_errors(preds: "pa.Table", truth: "pa.Table", methods: "Sequence[str] | None" = None) -> dict[str, np.ndarray]:
     """Per method, the error ``(n,)`` in km of every truth row, in the truth's order.
 
-    ``preds``: schema.EVAL_PREDICTIONS; ``truth``: schema.BENCHMARK. A truth row without a
-    prediction for a method (a failed photo, or no row at all) gets ``inf``: a miss everywhere.
-    A prediction for a photo that is not in the truth is refused (the join must be exact).
+    ``preds``: schema.EVAL_PREDICTIONS; ``truth``: schema.BENCHMARK; ``methods``: which, in
+    which order (default: those in ``preds``, the base methods first, then in order of appearance).
+    A truth row without a prediction for a method (a failed photo, or no row at all) gets ``inf``:
+    a miss everywhere. A prediction for a photo that is not in the truth is refused (the join
+    must be exact).
     """
-    from georank.schema import EVAL_METHODS
+    from georank.schema import EVAL_BASE_METHODS
 
     ids = truth.column("photo_id").to_pylist()
     pos = {pid: i for i, pid in enumerate(ids)}
     true = np.column_stack([truth.column("lat_deg").to_numpy(), truth.column("lon_deg").to_numpy()]).astype(np.float64)
     rows = preds.select(["photo_id", "method", "lat_deg", "lon_deg"]).to_pylist()
-    methods = [m for m in EVAL_METHODS if m in {r["method"] for r in rows}]
+    if methods is None:
+        seen_methods = list(dict.fromkeys(r["method"] for r in rows))
+        methods = [m for m in EVAL_BASE_METHODS if m in seen_methods] + [m for m in seen_methods if m not in EVAL_BASE_METHODS]
     out: dict[str, np.ndarray] = {}
     for m in methods:
         pred = np.full((len(ids), 2), np.nan)
@@ -123,6 +129,7 @@ def method_errors(preds: "pa.Table", truth: "pa.Table") -> dict[str, np.ndarray]
     return out
 
 
-def method_accuracy(preds: "pa.Table", truth: "pa.Table", thresholds_km: tuple[float, ...] = THRESHOLDS_KM) -> dict[str, Accuracy]:
+def method_accuracy(preds: "pa.Table", truth: "pa.Table", thresholds_km: tuple[float, ...] = THRESHOLDS_KM,
+                    methods: "Sequence[str] | None" = None) -> dict[str, Accuracy]:
     """:class:`Accuracy` of each method over every truth row (see :func:`method_errors`)."""
-    return {m: accuracy_from_errors(d, thresholds_km) for m, d in method_errors(preds, truth).items()}
+    return {m: accuracy_from_errors(d, thresholds_km) for m, d in method_errors(preds, truth, methods).items()}

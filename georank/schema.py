@@ -306,12 +306,38 @@ TAR_INDEX = pa.schema(
     ]
 )
 
-EVAL_METHODS = ("nn", "knn", "ranker", "full")  # retrieval top-1, [L]kNN sigma=4, ranker (skip off), skip rule on
+# The evaluate job's methods. Base rows: retrieval top-1, [L]kNN sigma=4, the ranker over every
+# enabled candidate source (skip rule off), the full method (skip rule on). With more than one
+# source enabled, one ``ranker_<source>`` row per source (the same scores, that source's candidates
+# only); one ``ranker@<name>`` row per adapter of ``evaluate.compare_adapters``. See eval_methods().
+EVAL_BASE_METHODS = ("nn", "knn", "ranker", "full")
+EVAL_SOURCES = ("retrieved", "generated", "prototype")  # candidate sources, in the tie order
+EVAL_METHODS = EVAL_BASE_METHODS  # the methods of a run with retrieved candidates only and no compared adapter
+
+
+def eval_methods(
+    sources: tuple[str, ...] = ("retrieved",), adapters: tuple[str, ...] = (), *, base: tuple[str, ...] = EVAL_BASE_METHODS
+) -> tuple[str, ...]:
+    """The evaluate job's methods, in report order: ``base``; then ``ranker_<source>`` for each of
+    the enabled ``sources`` when there are two or more (with one, it IS the ``ranker`` row); then
+    ``ranker@<name>`` for each compared adapter.
+
+    >>> eval_methods(("retrieved", "prototype"), ("untrained",))
+    ('nn', 'knn', 'ranker', 'full', 'ranker_retrieved', 'ranker_prototype', 'ranker@untrained')
+    """
+    bad = [s for s in sources if s not in EVAL_SOURCES]
+    if bad:
+        raise SchemaError(f"eval_methods: expected sources among {EVAL_SOURCES}, got {bad}")
+    alone = tuple(f"ranker_{s}" for s in EVAL_SOURCES if s in sources) if len(sources) > 1 else ()
+    return base + alone + tuple(f"ranker@{a}" for a in adapters)
+
+
+_METHOD_DOC = "Method: nn | knn | ranker | full | ranker_<source> | ranker@<adapter name> (schema.eval_methods)"
 
 EVAL_PREDICTIONS = pa.schema(
     [
         _f("photo_id", pa.string(), "Benchmark photo id", nullable=False),
-        _f("method", pa.string(), "Method: " + " | ".join(EVAL_METHODS), nullable=False),
+        _f("method", pa.string(), _METHOD_DOC, nullable=False),
         _f("lat_deg", pa.float64(), "Predicted latitude (null when the photo failed)"),
         _f("lon_deg", pa.float64(), "Predicted longitude (null when the photo failed)"),
         _f("confidence", pa.float64(), "Decide-step confidence (ranker and full only)"),
@@ -331,7 +357,7 @@ EVAL_RESULTS = pa.schema(
         _f("run_at", pa.timestamp("us", tz="UTC"), "When the run finished"),
         _f("benchmark", pa.string(), "Benchmark name (its file's stem, e.g. im2gps3k_places365)", nullable=False),
         _f("candidates", pa.string(), "Candidate source: georank (retrieved here) | reference (the reference's file)"),
-        _f("method", pa.string(), "Method: " + " | ".join(EVAL_METHODS), nullable=False),
+        _f("method", pa.string(), _METHOD_DOC, nullable=False),
         _f("radius_km", pa.float64(), "Threshold; a row is a hit when its geodesic error is strictly below it", nullable=False),
         _f("accuracy", pa.float64(), "hits / n, a fraction in [0, 1]"),
         _f("n", pa.int64(), "Benchmark rows evaluated (every row: n = hits + misses)"),

@@ -93,6 +93,32 @@ def _check_complete(preds: pa.Table, truth: pa.Table, methods: tuple[str, ...]) 
         )
 
 
+def check_compare_adapters(cfg: GeorankConfig) -> None:
+    """Fail at start-up, naming the key, when a local ``evaluate.compare_adapters`` entry is no
+    PEFT adapter directory (an s3:// one is fetched by the executors and checked there)."""
+    from georank.errors import ConfigError
+
+    for name, uri in cfg.evaluate.compare_adapters.items():
+        path = cfg.resolve(uri)
+        if "://" in path and not path.startswith("file://"):
+            continue
+        local = Path(path.removeprefix("file://"))
+        if not (local / "adapter_config.json").is_file():
+            raise ConfigError(
+                f"config key 'evaluate.compare_adapters.{name}': expected a PEFT adapter directory (with "
+                f"adapter_config.json), got {local}" + (" (missing)" if not local.exists() else "")
+            )
+
+
+def _adapter_versions(preds: pa.Table) -> dict[str, str | None]:
+    """Per method, the adapter version its predictions were made with (the first non-null)."""
+    out: dict[str, str | None] = {}
+    for r in preds.select(["method", "adapter_version"]).to_pylist():
+        if out.get(r["method"]) is None:
+            out[r["method"]] = r["adapter_version"]
+    return out
+
+
 def _append_results(spark: "SparkSession", table: pa.Table, uri: str, txn_version: int) -> None:
     from delta.tables import DeltaTable
 
@@ -119,7 +145,8 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate every method on one benchmark; returns the summary (headline numbers, paths)."""
     from georank.candidates import check_sources
-    from georank.eval_reference import REFERENCE_FRAME, REFERENCE_METHODS, reference_frame
+    from georank.eval_core import methods_of
+    from georank.eval_reference import REFERENCE_FRAME, reference_frame, reference_methods
     from georank.eval_report import (
         EvalReport,
         accuracy_lines,
@@ -134,6 +161,7 @@ def run_evaluate(
 
     if candidates == "georank":
         check_sources(cfg)
+    check_compare_adapters(cfg)
     txn_version = time.time_ns() // 1_000_000
     t0 = time.monotonic()
     bench = read_benchmark(cfg.resolve(benchmark_uri), cfg.evaluate, cfg.s3)
@@ -146,7 +174,7 @@ def run_evaluate(
     manifest = None if reference else read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
     run = RunInfo(run_id=run_id, run_date=dt.date.today(), index_manifest=manifest.to_dict() if manifest else None)
     photos = photos_of(bench, cfg.resolve(images_uri))
-    methods = REFERENCE_METHODS if reference else S.EVAL_METHODS
+    methods = reference_methods(cfg) if reference else methods_of(cfg)
     if reference:
         assert bench.reference is not None
         photos = reference_frame(photos, bench.reference)
@@ -163,7 +191,7 @@ def run_evaluate(
     _check_complete(preds, bench.truth, methods)
 
     radii = tuple(float(r) for r in cfg.evaluate.radii_km)
-    errors = method_errors(preds, bench.truth)
+    errors = method_errors(preds, bench.truth, methods)
     acc = {m: accuracy_from_errors(e, radii) for m, e in errors.items()}
     for m, a in acc.items():  # honest numbers: every row counted at every radius
         if a.n != bench.truth.num_rows or any(h + mi != a.n for h, mi in zip(a.hits, a.misses)):
@@ -176,6 +204,7 @@ def run_evaluate(
         calibration=confidence_calibration(preds, bench.truth, errors["full"], cfg.evaluate.calibration_radius_km),
         skip=skip_calibration(preds, bench.truth, errors, radii),
         versions={k: first.get(k) for k in ("model_version", "adapter_version", "embed_version", "index_version")},
+        adapter_versions=_adapter_versions(preds),
         counts=bench.counts,
         truth_latlon_deg=np.column_stack([bench.truth.column("lat_deg").to_numpy(), bench.truth.column("lon_deg").to_numpy()]),
         full_latlon_deg=np.array([[np.nan if full[p]["lat_deg"] is None else full[p]["lat_deg"],
@@ -208,4 +237,4 @@ def run_evaluate(
     }
 
 
-__all__ = ["demo_benchmark", "photos_of", "run_evaluate"]
+__all__ = ["check_compare_adapters", "demo_benchmark", "photos_of", "run_evaluate"]

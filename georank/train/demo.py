@@ -11,7 +11,14 @@ these settings:
    for ``demo.train_warmup_steps`` steps and saved as the demo's base model: this stands in for the
    pretraining a real Qwen2-VL brings (a random tiny backbone with LoRA alone barely learns);
 3. LoRA + score head on that base for ``demo.train_ranker_steps`` steps, the train job's stage,
-   written as the demo's adapter (``rank.adapter_uri``).
+   written as the demo's adapter (``rank.adapter_uri``); step 0 of that same stage (LoRA at its
+   PEFT init, B = 0, and the freshly initialised score head, same seed) is written beside it as
+   the UNTRAINED adapter (:func:`untrained_adapter_dir`), which the evaluate job compares
+   against (conf/local.yaml ``evaluate.compare_adapters``).
+
+A world trained before the untrained adapter existed gets it without retraining when there was no
+warm-up (the LoRA stage's step 0 depends only on the base, which LoRA training leaves untouched,
+and the seed); with a warm-up its head came from the warm-up, which is not kept: trained once more.
 """
 
 from __future__ import annotations
@@ -28,6 +35,22 @@ from georank.config import GeorankConfig
 log = logging.getLogger(__name__)
 
 STAMP = "trained.json"
+UNTRAINED_SUFFIX = "_untrained"  # <rank.adapter_uri>_untrained: the LoRA stage's step 0
+
+
+def untrained_adapter_dir(adapter: Path) -> Path:
+    """Where the demo writes the untrained adapter of ``adapter`` (a sibling folder)."""
+    return adapter.with_name(adapter.name + UNTRAINED_SUFFIX)
+
+
+def save_untrained_adapter(cfg: GeorankConfig, *, base_dir: Path, out_dir: Path, head_weight: Any = None) -> Path:
+    """The LoRA stage's step 0 as an adapter: :func:`georank.train.model.build_trainable` (what
+    :func:`georank.train.stages.train_lora` starts from: LoRA at init, the head from ``head_weight``
+    or drawn with ``train.seed``) written without a training step."""
+    from georank.train.model import build_trainable, save_adapter
+
+    peft_model, _ = build_trainable(Path(base_dir), cfg.train, head_weight=head_weight)
+    return save_adapter(peft_model, Path(out_dir), base_dir=Path(base_dir))
 TRAINER_VERSION = 1  # bump when the same settings would train a different ranker
 
 
@@ -56,10 +79,15 @@ def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] |
     adapter = Path(cfg.resolve(cfg.rank.adapter_uri))
     stamp = base.parent / STAMP
     want = json.loads(json.dumps(_wanted(cfg, world_id)))  # as it reads back (tuples become lists)
+    untrained = untrained_adapter_dir(adapter)
     if stamp.is_file() and (adapter / "adapter_config.json").is_file() and (base / "config.json").is_file():
         try:
             if json.loads(stamp.read_text()).get("settings") == want:
-                return None
+                if (untrained / "adapter_config.json").is_file():
+                    return None
+                if d.train_warmup_steps == 0:  # step 0 = the untouched base + the seed: no retraining
+                    save_untrained_adapter(cfg, base_dir=base, out_dir=untrained)
+                    return {"untrained_adapter": str(untrained), "retrained": False}
         except json.JSONDecodeError:
             pass
     stamp.unlink(missing_ok=True)
@@ -109,6 +137,7 @@ def _train(cfg: GeorankConfig, base: Path, adapter: Path, stamp: Path, want: dic
             base.rename(old)
         tmp.rename(base)
         shutil.rmtree(old, ignore_errors=True)
+    save_untrained_adapter(cfg, base_dir=base, out_dir=untrained_adapter_dir(adapter), head_weight=head)
     t0 = time.monotonic()
     result, _ = train_lora(
         cfg, base_dir=base, data_uri=str(work / "groups"), out_dir=adapter, checkpoint_dir=work / "checkpoints",
@@ -129,4 +158,4 @@ def _train(cfg: GeorankConfig, base: Path, adapter: Path, stamp: Path, want: dic
     return summary
 
 
-__all__ = ["ensure_trained_ranker"]
+__all__ = ["ensure_trained_ranker", "save_untrained_adapter", "untrained_adapter_dir"]

@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from support import tiny_conf
@@ -15,7 +16,7 @@ from support import tiny_conf
 from georank import schema as S
 from georank.benchmarks import read_benchmark
 from georank.config import load_config
-from georank.eval_reference import REFERENCE_METHODS, reference_frame, reference_partition
+from georank.eval_reference import REFERENCE_METHODS, reference_frame, reference_methods, reference_partition
 from georank.pipeline import RunInfo
 from georank.spark.evaluate import photos_of
 
@@ -50,6 +51,7 @@ def test_reference_candidates_are_ranked_as_the_reference_builds_them(tiny_world
     assert bench.layout == "reference" and bench.counts["zero_gps_dropped"] == 3
     assert bench.reference is not None
     seen: list[Any] = []
+    scored: list[Any] = []
     real = scorer_mod.get_scorer
 
     class Recording:  # the real tiny ranker; only records what it is asked
@@ -58,7 +60,9 @@ def test_reference_candidates_are_ranked_as_the_reference_builds_them(tiny_world
 
         def score(self, queries: Any) -> Any:
             seen.extend(queries)
-            return self.inner.score(queries)
+            out = self.inner.score(queries)
+            scored.extend(out)
+            return out
 
     monkeypatch.setattr(scorer_mod, "get_scorer", lambda *a, **k: Recording(real(*a, **k)))
     frame = reference_frame(photos_of(bench, str(tiny_world / "queries")), bench.reference)
@@ -66,7 +70,9 @@ def test_reference_candidates_are_ranked_as_the_reference_builds_them(tiny_world
     assert out.schema == S.EVAL_PREDICTIONS
     rows = {(r["photo_id"], r["method"]): r for r in out.to_pylist()}
     ids = bench.truth.column("photo_id").to_pylist()
-    assert set(rows) == {(p, m) for p in ids for m in REFERENCE_METHODS}
+    methods = reference_methods(cfg)  # generated.n = 3 > 0: each source alone too
+    assert methods == (*REFERENCE_METHODS, "ranker_retrieved", "ranker_generated")
+    assert set(rows) == {(p, m) for p in ids for m in methods}
     refs = bench.reference.to_pylist()
     for p, ref in zip(ids, refs):  # nn: the reference's retrieval top-1, image or not
         assert (rows[(p, "nn")]["lat_deg"], rows[(p, "nn")]["lon_deg"]) == (ref["cand_lat_deg"][0], ref["cand_lon_deg"][0])
@@ -84,3 +90,8 @@ def test_reference_candidates_are_ranked_as_the_reference_builds_them(tiny_world
         cands = {(a, b) for a, b in zip(*[refs[ids.index(p)][k][:12] for k in ("cand_lat_deg", "cand_lon_deg")])}
         cands |= {(a, b) for a, b in zip(refs[ids.index(p)]["gen_lat_deg"][:3], refs[ids.index(p)]["gen_lon_deg"][:3])}
         assert (r["lat_deg"], r["lon_deg"]) in cands and (r["lat_deg"], r["lon_deg"]) != (0.0, 0.0)
+    for p, q, sc in zip(ids[:2], seen, scored):  # each source alone: the argmax of the SAME scores over its candidates
+        for method, part in (("ranker_retrieved", slice(0, 12)), ("ranker_generated", slice(12, 15))):
+            best = q.candidates[part][int(np.argmax(sc[part]))]
+            assert (rows[(p, method)]["lat_deg"], rows[(p, method)]["lon_deg"]) == (best.lat_deg, best.lon_deg), (p, method)
+    assert rows[(ids[2], "ranker_generated")]["error_stage"] == "read"

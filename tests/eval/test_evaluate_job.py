@@ -1,6 +1,7 @@
 """The evaluate job through its entry point (jobs/evaluate.py, in-process on the test run's Spark
 session) on the tiny demo world: the table for every method, the JSON summary adding up, the
-EVAL_RESULTS Delta table read back by a second engine (deltalake) and the report folder."""
+EVAL_RESULTS Delta table read back by a second engine (deltalake) and the report folder; the
+untrained adapter (the demo ranker build's step 0) as a ``ranker@untrained`` row beside the ranker."""
 
 from __future__ import annotations
 
@@ -36,8 +37,14 @@ def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path,
     lines += [f"{r['photo_id']}.jpg,demo,{r['lat_deg']!r},{r['lon_deg']!r},1,1,1,0,0,0" for r in truth]
     lines.append("absent_photo.jpg,demo,10.0,10.0,1,1,1,0,0,0")  # its image is not there: a miss for every method
     bench.write_text("\n".join(lines) + "\n")
-    conf = tiny_conf(tiny_world, tmp_path / "eval.yaml", evaluate={"report_dir": str(tmp_path / "reports")},
-                     input={"photos_per_partition": 8})
+    from georank.config import load_config
+    from georank.train.demo import save_untrained_adapter
+
+    ranker_dir = tiny_world / "models" / "ranker"
+    untrained = save_untrained_adapter(load_config(tiny_conf(tiny_world, tmp_path / "base.yaml")),
+                                       base_dir=ranker_dir / "base", out_dir=tmp_path / "adapter_untrained")
+    conf = tiny_conf(tiny_world, tmp_path / "eval.yaml", input={"photos_per_partition": 8},
+                     evaluate={"report_dir": str(tmp_path / "reports"), "compare_adapters": {"untrained": str(untrained)}})
     results_uri = tmp_path / "eval_results"
     job = _job()
     code = run_job("evaluate", job.main, add_args=job.add_args, argv=[
@@ -50,12 +57,15 @@ def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path,
     assert summary["status"] == "ok" and summary["layout"] == "im2gps3k" and summary["rows"] == 4
     assert summary["photos_failed"] == 1 and summary["failed_stages"] == ["read"]
     table = [line for line in out if line.startswith("| ")]
+    print("\n" + "\n".join(table))
     assert table[0].startswith("| method | 1 km | 25 km | 200 km | 750 km | 2500 km | n | failed |")
     assert [t.split("|")[1].strip() for t in table[1:]] == [
         "Retrieval top-1 (NN)", "[L]kNN, sigma=4 (Vo et al. 2017)",
-        "GeoRanker over retrieved candidates (skip rule off)", "Full method (skip rule on)"]
+        "GeoRanker, every enabled source (skip rule off)", "Full method (skip rule on)",
+        "GeoRanker, adapter untrained (skip rule off)"]
     methods = summary["methods"]
-    assert set(methods) == set(S.EVAL_METHODS)
+    assert list(methods) == [*S.EVAL_METHODS, "ranker@untrained"]
+    assert methods["ranker@untrained"] != methods["ranker"]  # the same photos, another adapter: other numbers
     for m, s in methods.items():
         assert s["n"] == 4 and s["failed"] == 1
         for k in ("1km", "25km", "200km", "750km", "2500km"):
@@ -67,12 +77,14 @@ def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path,
 
     dt_ = DeltaTable(str(results_uri))
     rows = dt_.to_pyarrow_table().to_pylist()
-    assert len(rows) == 4 * 5 and {r["run_id"] for r in rows} == {summary["run_id"]}
+    assert len(rows) == 5 * 5 and {r["run_id"] for r in rows} == {summary["run_id"]}
     assert {r["benchmark"] for r in rows} == {"im2gps3k_places365"}
     for r in rows:
         assert r["hits"] + r["misses"] == r["n"] == 4 and r["failed"] == 1
         assert r["hits"] == methods[r["method"]]["hits"][f"{r['radius_km']:g}km"]
         assert r["model_version"] and r["embed_version"] and r["index_version"]
+    adapters = {r["method"]: r["adapter_version"] for r in rows}
+    assert adapters["ranker@untrained"] != adapters["ranker"] == adapters["full"]  # each row names its adapter
     assert [f.name for f in dt_.schema().to_arrow()] == S.EVAL_RESULTS.names
 
     files = summary["report_files"]

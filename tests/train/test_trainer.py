@@ -170,3 +170,57 @@ def test_gradient_checkpointing_gives_the_same_step_and_bf16_autocast_trains(
     bf16 = one_step("train.precision=bfloat16")
     assert all(torch.isfinite(t).all() for t in bf16.values())
     assert any(not torch.equal(bf16[n], plain[n]) for n in plain)  # autocast did run in bf16
+
+
+def test_demo_untrained_adapter_is_step_0_and_is_added_to_a_trained_world_without_retraining(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    """A demo ranker stamped as trained (before the untrained adapter existed) gets it on the next
+    ensure, without training: LoRA B = 0 (PEFT's init), A drawn, the head N(0, 1/(H+1)) from
+    train.seed; it scores as the base model with that head (1e-5), and the trained adapter is untouched."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from georank.rank import RankCandidate, RankQuery
+    from georank.rank.checkpoint import load_backbone
+    from georank.rank.model import GeoRankerModel
+    from georank.rank.scorer import Scorer, build_scorer
+    from georank.train.demo import STAMP, _wanted, ensure_trained_ranker, untrained_adapter_dir
+
+    ranker = tmp_path / "ranker"
+    shutil.copytree(tiny_world / "models" / "ranker", ranker)
+    base, adapter = ranker / "base", ranker / "adapter"
+    cfg = load_config(tiny_conf(tiny_world, tmp_path / "demo.yaml", demo={"train_ranker_steps": 5},
+                                rank={"base_model_uri": str(base), "adapter_uri": str(adapter)}))
+    (ranker / STAMP).write_text(json.dumps({"settings": _wanted(cfg, "world-1")}))
+    trained_bytes = (adapter / "adapter_model.safetensors").read_bytes()
+    untrained = untrained_adapter_dir(adapter)
+    assert ensure_trained_ranker(cfg, "world-1") == {"untrained_adapter": str(untrained), "retrained": False}
+    assert ensure_trained_ranker(cfg, "world-1") is None  # complete now: nothing to do
+    assert (adapter / "adapter_model.safetensors").read_bytes() == trained_bytes
+
+    saved = load_file(str(untrained / "adapter_model.safetensors"))
+    lora_a = [v for k, v in saved.items() if "lora_A" in k]
+    lora_b = [v for k, v in saved.items() if "lora_B" in k]
+    assert lora_a and len(lora_a) == len(lora_b) and all(float(b.abs().max()) == 0.0 for b in lora_b)
+    assert all(float(a.abs().max()) > 0 for a in lora_a)
+    head = saved["base_model.model.value_head.weight"]  # (1, H)
+    hidden = head.shape[1]
+    want = torch.randn(head.shape, generator=torch.Generator().manual_seed(cfg.train.seed)) / (hidden + 1) ** 0.5
+    assert torch.equal(head, want)
+
+    ours = build_scorer(base, untrained, cfg.rank)
+    plain = GeoRankerModel(load_backbone(base, device="cpu", dtype="float32", attn_implementation="sdpa"))
+    with torch.no_grad():
+        plain.value_head.weight.copy_(want)
+    plain.eval()
+    theirs = Scorer(plain, ours.processor, cfg.rank)
+    photos = sorted((tiny_world / "gallery").glob("*.jpg"))[:3]
+    query = RankQuery(Image.open(sorted((tiny_world / "queries").glob("*.jpg"))[0]).convert("RGB"),
+                      [RankCandidate(10.0, 20.0, "Paris, France", Image.open(p).convert("RGB")) for p in photos[:2]]
+                      + [RankCandidate(-33.9, 151.2, None, None)],
+                      [RankCandidate(0.5, 0.5, "Accra, Ghana", None)])
+    a, b = ours.score_per_pair([query])[0], theirs.score_per_pair([query])[0]
+    assert torch.allclose(torch.from_numpy(a), torch.from_numpy(b), atol=1e-5), (a, b)
