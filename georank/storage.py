@@ -59,7 +59,11 @@ def is_s3(uri: str) -> bool:
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``.
+
+    >>> split_s3("s3://photos/night/a.jpg")
+    ('photos', 'night/a.jpg')
+    """
     parsed = urlparse(uri)
     if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
         raise InputError(f"expected an s3://bucket/key URI, got {uri!r}")
@@ -72,7 +76,11 @@ def local_of(uri: str) -> Path:
 
 
 def join_uri(root: str, rel: str) -> str:
-    """``root/rel`` for a local folder or an ``s3://`` prefix."""
+    """``root/rel`` for a local folder or an ``s3://`` prefix.
+
+    >>> join_uri("s3://b/index/", "manifest.json")
+    's3://b/index/manifest.json'
+    """
     return root.rstrip("/") + "/" + rel
 
 

@@ -66,11 +66,6 @@ class Manifest:
     def n_shards(self) -> int:
         return len(self.shards)
 
-    @property
-    def gallery_version(self) -> str | None:
-        """Alias of :attr:`gallery_table_version` (the demo compares it with its world id)."""
-        return self.gallery_table_version
-
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["shards"] = [dataclasses.asdict(s) for s in self.shards]
