@@ -117,7 +117,8 @@ class Scorer:
         for i, im in enumerate(images):  # filled by an earlier chunk of this group since encoding?
             if feats[i] is None and im.key is not None and im.key in self.features:
                 feats[i] = self.features.get(im.key)
-        todo = [i for i, f in enumerate(feats) if f is None]
+        first: dict[Any, int] = {}  # key -> the one image of this chunk that computes it
+        todo = [i for i, f in enumerate(feats) if f is None and (images[i].key is None or first.setdefault(images[i].key, i) == i)]
         if todo:
             pixel_values, grid_thw = self._pixels([images[i] for i in todo])
             assert pixel_values is not None and grid_thw is not None
@@ -126,6 +127,9 @@ class Scorer:
                 feats[i] = f
                 if images[i].key is not None:
                     self.features.put(images[i].key, f)
+        for i, im in enumerate(images):  # a repeat within the chunk: its first occurrence's output
+            if feats[i] is None:
+                feats[i] = feats[first[im.key]]
         return torch.cat([f for f in feats if f is not None], dim=0)
 
     def _split(self, scores: np.ndarray, counts: list[int]) -> list[np.ndarray]:

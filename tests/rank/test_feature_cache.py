@@ -14,16 +14,18 @@ from georank.config import RankConfig
 from georank.rank import RankCandidate, RankQuery, Scorer
 from georank.rank.checkpoint import load_ranker
 from georank.rank.features import FeatureCache
+from georank.rank.prompts import encode_image, prepare_image
 
 CFG = RankConfig(min_pixels=4 * 28 * 28, max_pixels=48 * 28 * 28, candidates_per_batch=5, photos_per_batch=2)
 GALLERY = {g: noise_image(*size, seed=500 + g) for g, size in enumerate([(56, 56), (84, 56), (140, 84), (30, 200), (70, 70)])}
 
 
 def _queries() -> list[RankQuery]:
-    """Three photos whose candidates share gallery images (the same key, the same image), mixed
+    """Three photos whose candidates share gallery images (the same key, the same image; within a
+    chunk of candidates_per_batch, across chunks and across calls), mixed
     with generated candidates (no image) and a candidate image without a key (never cached)."""
     negs = [RankCandidate(-10.0 - i, 20.0 + i, f"Town{i}", None) for i in range(5)]
-    picks = [[0, 1, 2, None, 3], [2, 0, 4], [4, None, 1, 0, 3, 2]]
+    picks = [[0, 1, 0, None, 3], [2, 0, 4], [4, None, 1, 0, 3, 2]]  # gallery 0 twice in one chunk
     out = []
     for q, gallery_ids in enumerate(picks):
         cands = [
@@ -53,6 +55,7 @@ def test_cached_features_give_the_uncached_scores(model, processor) -> None:
     try:
         first = cached.score_shared_prefix(queries)  # fills the cache (repeats within the run already hit)
         assert len(cached.features) == len(GALLERY) and cached.features.hits > 0
+        first_patches = sum(tower_patches)
         tower_patches.clear()
         again = cached.score_shared_prefix(queries)  # every keyed gallery image from the cache
     finally:
@@ -65,6 +68,9 @@ def test_cached_features_give_the_uncached_scores(model, processor) -> None:
     prefix_patches = sum(processor.image_processor(images=[q.image], return_tensors="pt")["pixel_values"].shape[0] for q in queries)
     unkeyed_patches = 3 * (56 // 14) * (84 // 14)
     assert sum(tower_patches) == prefix_patches + unkeyed_patches
+    # first pass: each gallery image through the tower once, however often it was a candidate
+    gallery_patches = sum(encode_image(processor, prepare_image(g, CFG, is_candidate=True)).pixel_values.shape[0] for g in GALLERY.values())
+    assert first_patches == prefix_patches + unkeyed_patches + gallery_patches
 
 
 def test_cache_key_carries_the_snapped_size_and_the_model(model, processor) -> None:
