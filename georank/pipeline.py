@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,30 @@ def decode_photos(photos: pa.Table | pa.RecordBatch, cfg: GeorankConfig) -> pa.T
         out["error_stage"].append(stage)
         out["error_reason"].append(reason)
     return pa.table(out, schema=S.DECODED)
+
+
+def decode_ahead(photos: Iterable[pa.Table | pa.RecordBatch], cfg: GeorankConfig) -> Iterator[pa.Table]:
+    """PHOTOS batches -> DECODED tables, one per batch, in order, each decoded on a background
+    thread while the caller works on the one before (a prefetch depth of one batch, as a
+    DataLoader's worker does): the accelerator stage reads and decodes its own photos, so no
+    pixels cross a shuffle, and the models do not wait for the decoder after the first batch.
+
+    Rows and reasons are exactly :func:`decode_photos`' (a photo that cannot be read or decoded
+    is a row with ``error_stage``); an exception it raises (run-level) is raised here, at the
+    batch it belongs to. Runs on executors: one thread per call, ended when the caller stops.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="georank-decode")
+    pending: Future[pa.Table] | None = None
+    try:
+        for batch in photos:
+            ahead = pool.submit(decode_photos, batch, cfg)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------- embed + retrieve

@@ -10,10 +10,12 @@ Shape of a run::
 
     photos (table | folder | s3:// prefix)
       -> input checks (null / repeated ids become error rows)
-      -> repartition (input.photos_per_partition)
-      -> decode            mapInArrow, CPU
-      -> [shuffle when GPUs are asked for, so the CPU stage holds none]
-      -> geotag            mapInArrow, stage-level ResourceProfile asking for a GPU
+      -> repartition (input.photos_per_partition): the only shuffle of photos, and it carries
+                           PHOTOS rows (uri, inline file bytes), never pixels
+      -> decode + geotag   ONE mapInArrow stage (with spark.gpu.enabled, a stage-level
+                           ResourceProfile asking for a GPU): each task reads and decodes its
+                           photos on a background thread one Arrow batch ahead of the models
+                           (georank.pipeline.decode_ahead), as a DataLoader would
       -> staged Parquet    (all compute ends here; counts checked: read = predicted + errors)
       -> ONE results commit (replaceWhere run_date: a rerun replaces the date; georank.spark.commit)
 """
@@ -24,17 +26,17 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
 from georank import schema as S
-from georank.config import GeorankConfig
+from georank.config import GeorankConfig, validate_config
 from georank.errors import InputError, RunError
 from georank.io import list_images, photo_ids
-from georank.pipeline import RunInfo, decode_photos
+from georank.pipeline import RunInfo, decode_ahead, decode_photos
 from georank.spark.commit import Staging
 from georank.spark.executors import executor_errors, gpu_profile, on_executors, passthrough
 from georank.spark.progress import Progress
@@ -85,12 +87,22 @@ def read_photos(spark: "SparkSession", uri: str, cfg: GeorankConfig) -> "DataFra
 
 def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame", "DataFrame"]:
     """(usable photos, input error rows): a null id is an error row; a repeated id keeps its
-    first row (by uri) and turns the others into error rows naming the kept one."""
+    first row (by uri) and turns the others into error rows naming the kept one.
+
+    Only ids, uris and a row number (``_row``: pass ``photos`` with it, cached, so that both
+    sides see the same numbers; added here otherwise) cross the window's shuffle; the photos'
+    inline bytes stay where they were read and lose the rejected rows by a broadcast anti-join,
+    so the bytes are shuffled once, by the repartition into tasks (:func:`results_frame`)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    w = Window.partitionBy("photo_id").orderBy(F.col("uri").asc_nulls_last())
-    ranked = photos.withColumn("_n", F.row_number().over(w)).withColumn("_first_uri", F.first("uri").over(w))
+    rows = photos if "_row" in photos.columns else photos.withColumn("_row", F.monotonically_increasing_id())
+    w = Window.partitionBy("photo_id").orderBy(F.col("uri").asc_nulls_last(), F.col("_row"))
+    ranked = (
+        rows.select("photo_id", "uri", "_row")
+        .withColumn("_n", F.row_number().over(w))
+        .withColumn("_first_uri", F.first("uri").over(w))
+    )
     null_id = F.col("photo_id").isNull() | (F.trim(F.col("photo_id")) == "")
     if cfg.input.duplicate_ids == "fail":
         dups = ranked.where(~null_id & (F.col("_n") > 1)).select("photo_id").limit(5).collect()
@@ -99,7 +111,8 @@ def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame",
                 f"photo ids repeat in the input (input.duplicate_ids=fail): expected unique ids, got repeats of "
                 f"{[r.photo_id for r in dups]}"
             )
-    errors = ranked.where(null_id | (F.col("_n") > 1)).select(
+    rejected = ranked.where(null_id | (F.col("_n") > 1))
+    errors = rejected.select(
         F.when(null_id, F.lit(None)).otherwise(F.col("photo_id")).alias("photo_id"),
         "uri",
         F.lit("input").alias("error_stage"),
@@ -113,7 +126,7 @@ def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame",
         )
         .alias("error_reason"),
     )
-    good = ranked.where(~null_id & (F.col("_n") == 1)).select("photo_id", "uri", "image_bytes")
+    good = rows.join(F.broadcast(rejected.select("_row")), "_row", "left_anti").select("photo_id", "uri", "image_bytes")
     return good, errors
 
 
@@ -129,16 +142,24 @@ def _geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     return geotag
 
 
-def _decode_and_geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
-    """One stage for both steps when no GPU is asked for: one Python worker per task holds the
-    models (two chained mapInArrow stages would give each task two workers, and any of them may
-    end up loading the models)."""
-    from georank.pipeline import geotag_partition
+def decode_and_geotag(
+    cfg_dict: dict[str, Any], run: RunInfo, *, progress: Any = None
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function of the replicated placement's one stage: PHOTOS batches in,
+    RESULTS batches out. Each batch is read and decoded on a background thread while the models
+    work on the batch before (:func:`georank.pipeline.decode_ahead`), so the photos reach this
+    stage as file bytes or URIs, never as pixels through a shuffle, and the GPU (when one is
+    asked for) does not wait on the decoder. One Python worker per task holds the models (two
+    chained stages would give each task two workers, and any of them may load them). Captures
+    only plain values and the progress accumulators; the returned function runs on executors."""
+    geotag = on_executors(cfg_dict, _geotag_step(run), accelerator=True, progress=progress)
 
-    def decode_and_geotag(photos: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        return geotag_partition(decode_photos(photos, cfg), cfg, run)
+    def run_stage(photos: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        cfg = validate_config(cfg_dict, source="config shipped to executor")
+        decoded = (b for t in decode_ahead(photos, cfg) for b in t.combine_chunks().to_batches())
+        return geotag(decoded)
 
-    return decode_and_geotag
+    return run_stage
 
 
 def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
@@ -253,6 +274,35 @@ def _sharded_results(
     return ranked.unionByName(errors)
 
 
+def results_frame(
+    good: "DataFrame", cfg: GeorankConfig, run: RunInfo, *, n_parts: int, profile: Any = None, progress: Any = None
+) -> "DataFrame":
+    """On the driver: the RESULTS frame of the usable photos (PHOTOS rows), lazily.
+
+    Replicated placement (every executor holds all shards): one shuffle of the PHOTOS rows into
+    ``n_parts`` partitions, then ONE stage that reads, decodes (a batch ahead, on a background
+    thread) and geotags, under ``profile`` (the GPU ResourceProfile, or None on CPU). No pixels
+    cross a shuffle: a photo is at most its file's bytes there (inline input), else its URI.
+    Sharded placement: a CPU decode stage, then embed, search and rank stages (joins between
+    them carry the decoded rows)."""
+    cfg_dict = cfg.model_dump()
+    photos_parts = good.repartition(n_parts)
+    if cfg.index.placement == "replicated":
+        return photos_parts.mapInArrow(decode_and_geotag(cfg_dict, run, progress=progress), S.spark_schema(S.RESULTS),
+                                       profile=profile)
+    # one task per shard: embed, search queries x shards and merge exactly, then rank
+    decoded = photos_parts.mapInArrow(on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED))
+    with executor_errors():
+        return _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile, progress=progress)
+
+
+def compute_description(run_id: str) -> str:
+    """The Spark job description of a run's compute (photos -> staged results): what the UI shows,
+    and how the event log's jobs of that step are found (``spark.job.description``;
+    benchmarks/bench_shuffle.py)."""
+    return f"georank geotag {run_id}: compute"
+
+
 def run_geotag(
     spark: "SparkSession",
     cfg: GeorankConfig,
@@ -300,16 +350,17 @@ def _compute_and_commit(
     run_id, run_date = run.run_id, run.run_date
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
-    photos = read_photos(spark, photos_uri, cfg).cache()
+    # A row number pinned by the cache: split_bad_ids's window sees ids and uris, never the bytes.
+    photos = read_photos(spark, photos_uri, cfg).withColumn("_row", F.monotonically_increasing_id()).cache()
     n_read = photos.count()
     good, input_errors = split_bad_ids(photos, cfg)
     n_good = good.count()
     seconds["input"] = time.monotonic() - t0
     log.info("run %s: %d photos read, %d usable ids", run_id, n_read, n_good)
 
-    cfg_dict = cfg.model_dump()
     n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
-    # Arrow batches of at most input.photos_per_batch rows: executors hold one batch of pixels at a time.
+    # Arrow batches of at most input.photos_per_batch rows: a task holds the pixels of two batches at a
+    # time (the one the models work on and the next, decoded ahead), plus one being decoded.
     batch_rows = min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
     # Progress lines on the driver every input.progress_interval_s while the photos are computed;
@@ -317,33 +368,18 @@ def _compute_and_commit(
     with Progress(spark, job="geotag", total=n_read, interval_s=cfg.input.progress_interval_s) as progress:
         progress.add(done=n_read - n_good, errors=n_read - n_good)
         profile = gpu_profile(cfg)
-        photos_parts = good.repartition(n_parts)
-        if profile is None and cfg.index.placement == "replicated":  # CPU only: decode and geotag in one stage
-            results = photos_parts.mapInArrow(
-                on_executors(cfg_dict, _decode_and_geotag_step(run), accelerator=True, progress=progress.accumulators),
-                S.spark_schema(S.RESULTS),
-            )
-        else:
-            decoded = photos_parts.mapInArrow(
-                on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
-            )
-            if profile is not None:
-                decoded = decoded.repartition(n_parts)  # a stage boundary: the CPU decode stage holds no GPU
-            if cfg.index.placement == "replicated":  # every executor holds all shards: one accelerator stage
-                results = decoded.mapInArrow(
-                    on_executors(cfg_dict, _geotag_step(run), accelerator=True, progress=progress.accumulators),
-                    S.spark_schema(S.RESULTS),
-                    profile=profile,
-                )
-            else:  # one task per shard: embed, search queries x shards and merge exactly, then rank
-                with executor_errors():
-                    results = _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile, progress=progress.accumulators)
+        results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators)
         input_rows = _as_error_results(input_errors, run_id, run_date)
 
         t1 = time.monotonic()
         log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
-        with executor_errors():
-            results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
+        sc = spark.sparkContext
+        sc.setJobDescription(compute_description(run_id))  # names the jobs in the UI and the event log
+        try:
+            with executor_errors():
+                results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
+        finally:
+            sc.setJobDescription(None)  # type: ignore[arg-type]  # pyspark: None clears the local property
     seconds["compute"] = time.monotonic() - t1
     staged = spark.read.parquet(staging.results_uri)
     counts = staged.agg(

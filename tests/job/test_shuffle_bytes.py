@@ -1,0 +1,165 @@
+"""No pixels through the shuffle (issue 14 item 1): the photos cross the job's one shuffle as
+their file bytes (or URIs), each accelerator task decodes its own photos a batch ahead of the
+models, a photo that cannot be decoded is still an error row with stage ``decode``, and the
+predictions are the ones the core loop (decode, then geotag, on the same photos) gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from support import tiny_conf
+
+from georank import schema as S
+from georank.config import load_config
+from georank.errors import RunError
+from georank.pipeline import RunInfo, decode_ahead, decode_photos, geotag_partition
+from georank.spark.geotag import compute_description, run_geotag
+from georank.write import read_errors, read_predictions
+
+DAY = dt.date(2026, 11, 23)
+
+
+def _photos(folder: Path, broken: dict[str, bytes]) -> pa.Table:
+    """PHOTOS with inline bytes: the folder's JPEGs, then the broken files."""
+    files = sorted(folder.glob("*.jpg"))
+    ids = [p.stem for p in files] + list(broken)
+    data = [p.read_bytes() for p in files] + list(broken.values())
+    return pa.table({"photo_id": ids, "uri": [None] * len(ids), "image_bytes": data}, schema=S.PHOTOS)
+
+
+def _broken(folder: Path) -> dict[str, bytes]:
+    good = sorted(folder.glob("*.jpg"))[0].read_bytes()
+    return {"zero": b"", "text": b"not an image", "half": good[: len(good) // 3]}
+
+
+def test_decode_ahead_gives_decode_photos_rows_per_batch_from_another_thread(tiny_world: Path, tmp_path: Path) -> None:
+    cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml"))
+    photos = _photos(tiny_world / "queries", _broken(tiny_world / "queries"))
+    batches = photos.to_batches(max_chunksize=4)
+    seen_threads: list[str] = []
+
+    def consumer_side(batch: pa.RecordBatch) -> pa.RecordBatch:
+        seen_threads.append(threading.current_thread().name)
+        return batch
+
+    ahead = list(decode_ahead((consumer_side(b) for b in batches), cfg))
+    assert [t.num_rows for t in ahead] == [b.num_rows for b in batches]
+    for got, batch in zip(ahead, batches, strict=True):
+        assert got.equals(decode_photos(batch, cfg))
+    rows = {r["photo_id"]: r for t in ahead for r in t.to_pylist()}
+    assert rows["zero"]["error_stage"] == "decode" and rows["zero"]["error_reason"] == "the file is empty (0 bytes)"
+    assert rows["text"]["error_reason"].startswith("not an image")
+    assert rows["half"]["error_reason"].startswith("truncated or corrupt image data")
+    assert all(r["rgb"] for pid, r in rows.items() if pid not in ("zero", "text", "half"))
+
+    # decoding happens on the pool's thread, not the caller's
+    decoders: list[str] = []
+    import georank.pipeline as P
+
+    real = P.decode_photos
+
+    def spy(batch: Any, c: Any) -> pa.Table:
+        decoders.append(threading.current_thread().name)
+        return real(batch, c)
+
+    P.decode_photos = spy  # type: ignore[assignment]
+    try:
+        list(decode_ahead(iter(batches), cfg))
+    finally:
+        P.decode_photos = real
+    assert len(decoders) == len(batches) and all(n.startswith("georank-decode") for n in decoders), decoders
+
+
+def test_decode_ahead_raises_a_run_level_error_at_its_batch(tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml"))
+    batches = _photos(tiny_world / "queries", {}).to_batches(max_chunksize=4)
+    import georank.pipeline as P
+
+    real = P.decode_photos
+    calls = {"n": 0}
+
+    def second_fails(batch: Any, c: Any) -> pa.Table:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RunError("the photo store is gone")
+        return real(batch, c)
+
+    monkeypatch.setattr(P, "decode_photos", second_fails)
+    it = decode_ahead(iter(batches), cfg)
+    assert next(it).num_rows == 4
+    with pytest.raises(RunError, match="the photo store is gone"):
+        next(it)
+
+
+def _shuffle_write_bytes(spark: Any, description: str) -> tuple[int, int]:
+    """(shuffle bytes written, stages) by the jobs carrying ``description``, from Spark's own
+    status store (the numbers the UI and the event log show)."""
+    store = spark.sparkContext._jsc.sc().statusStore()
+    jobs = store.jobsList(None)
+    stage_ids: set[int] = set()
+    for i in range(jobs.size()):
+        job = jobs.apply(i)
+        if job.description().isDefined() and job.description().get() == description:
+            ids = job.stageIds()
+            stage_ids |= {int(ids.apply(k)) for k in range(ids.size())}
+    total = 0
+    for stage_id in stage_ids:
+        try:
+            total += int(store.lastStageAttempt(stage_id).shuffleWriteBytes())
+        except Exception:  # noqa: BLE001 - a stage the job skipped (its shuffle output reused) has no attempt
+            continue
+    return total, len(stage_ids)
+
+
+_RUN_SPECIFIC = ("run_id", "run_date")
+
+
+def _comparable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in _RUN_SPECIFIC and k not in ("top_candidates", "confidence", "spread_km")}
+
+
+@pytest.mark.spark
+def test_shuffle_carries_file_bytes_and_predictions_equal_the_core_loop(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Inline-bytes input (the case where photo bytes DO cross the shuffle): the compute's
+    shuffle writes at most 1.2x the input files' bytes (raw RGB would be ~20x a JPEG), decode
+    failures are error rows with stage decode, and every result equals the core loop's."""
+    photos = _photos(tiny_world / "queries", _broken(tiny_world / "queries"))
+    pq.write_table(photos, tmp_path / "photos.parquet")
+    file_bytes = sum(len(b) for b in photos.column("image_bytes").to_pylist())
+    cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml", input={"photos_per_partition": 5}))
+    summary = run_geotag(spark, cfg, photos_uri=str(tmp_path / "photos.parquet"), run_date=DAY, run_id="run-shuffle")
+
+    assert (summary["read"], summary["predicted"], summary["errors"]) == (13, 10, 3)
+    written, n_stages = _shuffle_write_bytes(spark, compute_description("run-shuffle"))
+    assert n_stages >= 2, "expected the compute's jobs in Spark's status store"
+    assert 0 < written <= 1.2 * file_bytes, (written, file_bytes)
+
+    errors = {r["photo_id"]: r for r in read_errors(cfg.tables.results).to_pylist()}
+    assert set(errors) == {"zero", "text", "half"} and {e["stage"] for e in errors.values()} == {"decode"}
+    assert errors["zero"]["reason"] == "the file is empty (0 bytes)"
+    assert errors["half"]["reason"].startswith("truncated or corrupt image data")
+
+    # The core loop on the same photos: decode, then geotag (the path that shuffled DECODED rows).
+    run = RunInfo(run_id="core", run_date=DAY, index_manifest=None)
+    core = geotag_partition(decode_photos(photos, cfg), cfg, run)
+    want = {r["photo_id"]: r for r in core.to_pylist() if r["error_stage"] is None}
+    got = {r["photo_id"]: r for r in read_predictions(cfg.tables.results).to_pylist()}
+    assert set(got) == set(want) and len(got) == 10
+    for pid, g in got.items():
+        w = want[pid]
+        assert _comparable({k: g.get(k) for k in w}) == _comparable(w), pid
+        assert g["confidence"] == pytest.approx(w["confidence"], abs=1e-5)
+        assert g["spread_km"] == pytest.approx(w["spread_km"], abs=1e-3)
+        assert [(c["source"], c["gallery_id"], c["lat_deg"], c["lon_deg"]) for c in g["top_candidates"]] == [
+            (c["source"], c["gallery_id"], c["lat_deg"], c["lon_deg"]) for c in w["top_candidates"]
+        ], pid
+        for a, b in zip(g["top_candidates"], w["top_candidates"], strict=True):
+            assert (a["score"] is None) == (b["score"] is None)
+            if a["score"] is not None:
+                assert a["score"] == pytest.approx(b["score"], abs=1e-5)
