@@ -68,8 +68,16 @@ def child(n_photos: int, gallery: list[str], query_side: tuple[int, int], seed: 
     from georank.config import load_config
     from georank.pipeline import RunInfo
 
-    os.chdir(ROOT)  # the config's demo paths are relative to the checkout
-    cfg = load_config(ROOT / "conf" / "local.yaml", ["skip.enabled=false"])
+    # Only the keys this needs (the demo's ranker, as conf/local.yaml sizes it; skip rule off), so
+    # that an older checkout (--code) validates the same config.
+    conf = Path(tempfile.mkdtemp(prefix="bench-rank-mem-conf-")) / "bench.yaml"
+    conf.write_text(json.dumps({
+        "rank": {"base_model_uri": str(ROOT / "demo/models/ranker/base"),
+                 "adapter_uri": str(ROOT / "demo/models/ranker/adapter"), "max_pixels": 50176},
+        "candidates": {"retrieved": 12},
+        "skip": {"enabled": False},
+    }))  # JSON is YAML
+    cfg = load_config(conf)
     rng = np.random.default_rng(seed)
     w, h = query_side
     k = 20
@@ -149,11 +157,13 @@ def main() -> None:
         listing = Path(tmp) / "gallery.json"
         listing.write_text(json.dumps(gallery))
         print(f"load average {os.getloadavg()[0]:.1f}; {args.gallery} gallery JPEGs {gw}x{gh}, queries {qw}x{qh}")
-        for code in [str(ROOT), *args.code]:
+        for code in [*args.code, str(ROOT)]:
             for n in args.sizes:
                 env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1"}
                 cmd = [sys.executable, __file__, "--child", str(n), "--gallery-list", str(listing), "--query", args.query]
-                res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise SystemExit(f"child failed ({code}, {n} photos):\n{res.stderr[-3000:]}")
                 row = json.loads(res.stdout.strip().splitlines()[-1])
                 print(json.dumps(row), flush=True)
 
