@@ -12,6 +12,7 @@ import pytest
 from georank import storage
 from georank.config import S3Config
 from georank.errors import StorageError
+from georank.storage import cache as storage_cache
 
 BUCKET = "artifacts"
 S3 = S3Config()
@@ -39,14 +40,14 @@ def test_workers_fetching_one_artifact_at_once_download_it_once(s3_bucket: objec
     weights = bytes(range(256)) * 4096  # 1 MiB
     _put_model(s3_bucket, weights)
     downloads: list[int] = []
-    real = storage._download
+    real = storage_cache._download
 
     def slow_download(*args, **kwargs):  # type: ignore[no-untyped-def]
         downloads.append(1)
         real(*args, **kwargs)
         threading.Event().wait(0.3)  # hold the window open: the others must wait on the lock, not download
 
-    monkeypatch.setattr(storage, "_download", slow_download)
+    monkeypatch.setattr(storage_cache, "_download", slow_download)
     got: list[Path] = []
     errors: list[BaseException] = []
 
