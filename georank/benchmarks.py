@@ -290,21 +290,18 @@ __all__ = ["Benchmark", "parse_literal", "prepare_mp16_gallery", "read_benchmark
 
 
 def prepare_mp16_gallery(cfg: Any, *, metadata_uri: str, tar_uri: str, member_prefix: str = "", reindex: bool = False) -> dict[str, Any]:
-    """Index ``tar_uri`` once (unless its index exists and not ``reindex``) and write the MP16-Pro
-    gallery table (schema.GALLERY, tar:// image URIs) to ``tables.gallery`` as Parquet. Checks that
-    every IMG_ID is a member of the archive; returns counts for the job summary. Runs on the driver."""
+    """Index ``tar_uri`` once (its index is reused while the archive is unchanged, unless ``reindex``:
+    tarindex.ensure_tar_index) and write the MP16-Pro gallery table (schema.GALLERY, tar:// image
+    URIs) to ``tables.gallery`` as Parquet. Checks that every IMG_ID is a member of the archive;
+    returns counts for the job summary. Runs on the driver."""
     import pyarrow.parquet as pq
 
-    from georank.tarindex import build_tar_index, index_uri_of
+    from georank.tarindex import ensure_tar_index, get_index
 
     tar = cfg.resolve(tar_uri)
-    index_uri = index_uri_of(tar)
-    exists = Path(index_uri).exists() if "://" not in index_uri else False
-    members = build_tar_index(tar, cfg.s3)[1] if reindex or not exists else None
+    indexed = ensure_tar_index(tar, cfg.s3, force=reindex)
     template = f"tar://{tar}#{member_prefix}{{img_id}}"
     gallery = read_mp16(cfg.resolve(metadata_uri), image_uri_template=template, s3=cfg.s3)
-    from georank.tarindex import get_index
-
     index = get_index(tar, cfg.s3)
     absent = [u for u in gallery.column("uri").to_pylist() if index.find(u.partition("#")[2]) is None]
     if absent:
@@ -313,4 +310,5 @@ def prepare_mp16_gallery(cfg: Any, *, metadata_uri: str, tar_uri: str, member_pr
     out = cfg.resolve(cfg.tables.gallery)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(gallery, out)
-    return {"gallery": out, "gallery_rows": gallery.num_rows, "tar_index": index_uri, "tar_members_indexed": members}
+    return {"gallery": out, "gallery_rows": gallery.num_rows, "tar_index": indexed.index_uri, "tar_members": indexed.members,
+            "tar_scanned": indexed.scanned, "tar_index_reason": indexed.reason}

@@ -3,7 +3,10 @@ by offset: no unpacking, no pickled member index.
 
 - :func:`build_tar_index` scans the archive ONCE (a local file, or an ``s3://`` object streamed)
   into a Parquet table (schema ``TAR_INDEX``: member, offset_data, size), by default beside the
-  archive as ``<archive>.index.parquet``.
+  archive as ``<archive>.index.parquet``, and records what it was built from next to it
+  (``<index>.source.json``: the archive's size and version tag from :func:`georank.storage.stat_file`,
+  the S3 ETag or the local mtime_ns). :func:`ensure_tar_index` reuses an index whose record still
+  matches the archive and scans again (saying why in the log) when it does not or when forced.
 - :func:`read_tar_member` reads ``tar://<archive uri>#<member>`` (``tar:///data/mp-16-images.tar#a/b.jpg``,
   ``tar://s3://bucket/mp-16-images.tar#a/b.jpg``): the member's bytes, read with one seek (local)
   or one ranged GET (S3). The member's own 512-byte header (just before its data) is read too and
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import tarfile
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SCHEME = "tar://"
 INDEX_SUFFIX = ".index.parquet"
+SOURCE_SUFFIX = ".source.json"  # beside the index: what it was built from
 _BLOCK = 512
 
 
@@ -77,15 +82,70 @@ def scan_tar(fileobj: Any, *, stream: bool) -> pa.Table:
 
 def build_tar_index(archive_uri: str, s3: S3Config, *, index_uri: str | None = None) -> tuple[str, int]:
     """Scan ``archive_uri`` (local or ``s3://``) once and write its member index (Parquet) to
-    ``index_uri`` (default: beside the archive). Returns ``(index uri, members)``."""
+    ``index_uri`` (default: beside the archive), then the record of the archive it was built from.
+    Returns ``(index uri, members)``. Runs on the driver."""
     out = index_uri or index_uri_of(archive_uri)
+    source = _source_record(archive_uri, s3)  # taken before the scan: a change during it rebuilds next time
     with storage.open_input(archive_uri, s3) as f:  # an S3 object is streamed, never downloaded whole
         table = scan_tar(f, stream=storage.is_s3(archive_uri))
     buf = io.BytesIO()
     pq.write_table(table, buf)
     storage.put_bytes(buf.getvalue(), out, s3)
+    # written after the index: a run that dies in between leaves no record of the new index (or the
+    # old archive's record), so the next run scans again rather than trusting it
+    record = {**source, "members": table.num_rows}
+    storage.put_bytes(json.dumps(record, sort_keys=True).encode(), out + SOURCE_SUFFIX, s3)
     log.info("indexed %d members of %s into %s", table.num_rows, archive_uri, out)
     return out, table.num_rows
+
+
+@dataclass(frozen=True)
+class IndexedTar:
+    """The outcome of :func:`ensure_tar_index`: where the index is, how many members it holds, and
+    whether this call scanned the archive (``reason``: why it did, or why it did not)."""
+
+    index_uri: str
+    members: int
+    scanned: bool
+    reason: str
+
+
+def ensure_tar_index(archive_uri: str, s3: S3Config, *, force: bool = False, index_uri: str | None = None) -> IndexedTar:
+    """The member index of ``archive_uri``, scanned only when needed: reused when the record beside
+    it names the archive's current size and version tag (S3 ETag, local mtime_ns), rebuilt when the
+    index or its record is missing, the archive changed, or ``force``. Runs on the driver."""
+    out = index_uri or index_uri_of(archive_uri)
+    why = "forced (--reindex)" if force else _stale_reason(archive_uri, out, s3)
+    if why is None:
+        record = json.loads(storage.read_bytes(out + SOURCE_SUFFIX, s3))
+        log.info("reusing the member index %s: built from %s as it is now (%d bytes, version %s)",
+                 out, archive_uri, record["size_bytes"], record["version"])
+        return IndexedTar(out, int(record["members"]), False, "the archive is unchanged since the index was built")
+    log.info("building the member index of %s: %s", archive_uri, why)
+    _, members = build_tar_index(archive_uri, s3, index_uri=out)
+    return IndexedTar(out, members, True, why)
+
+
+def _source_record(archive_uri: str, s3: S3Config) -> dict[str, Any]:
+    found = storage.stat_file(archive_uri, s3)
+    return {"archive": archive_uri, "size_bytes": found.size, "version": found.etag}
+
+
+def _stale_reason(archive_uri: str, index_uri: str, s3: S3Config) -> str | None:
+    """Why the index at ``index_uri`` cannot be trusted for ``archive_uri`` as it is now (None: it can)."""
+    if not storage.exists(index_uri, s3):
+        return f"no index at {index_uri}"
+    try:
+        record = json.loads(storage.read_bytes(index_uri + SOURCE_SUFFIX, s3))
+    except StorageError as err:
+        return f"no record of what {index_uri} was built from ({err.reason})"
+    except ValueError:
+        return f"the record {index_uri + SOURCE_SUFFIX} is not JSON"
+    now = _source_record(archive_uri, s3)
+    was = {k: record.get(k) for k in now}
+    if was != now or not isinstance(record.get("members"), int):
+        return f"the archive is not the one the index was built from (expected {was}, got {now})"
+    return None
 
 
 # ----------------------------------------------------------------------------- read
@@ -192,4 +252,7 @@ def read_tar_member(uri: str, s3cfg: S3Config, *, max_bytes: int | None = None, 
     return blob[_BLOCK:]
 
 
-__all__ = ["TarIndex", "build_tar_index", "get_index", "index_uri_of", "read_tar_member", "scan_tar", "split_tar_uri"]
+__all__ = [
+    "IndexedTar", "TarIndex", "build_tar_index", "ensure_tar_index", "get_index", "index_uri_of", "read_tar_member",
+    "scan_tar", "split_tar_uri",
+]

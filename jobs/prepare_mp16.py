@@ -5,8 +5,10 @@ write the gallery table whose image URIs are tar:// members, ready for jobs/buil
         --metadata /data/georanker/mp16/MP16_Pro_filtered.csv --tar /data/georanker/mp16/mp-16-images.tar \
         [--member-prefix ""] [--reindex]
 
-Writes ``<tar>.index.parquet`` (unless it exists; --reindex rebuilds it) and the Parquet table at
-``tables.gallery``. Each image URI is ``tar://<tar>#<member-prefix><IMG_ID>``.
+Writes ``<tar>.index.parquet`` with ``<tar>.index.parquet.source.json`` (the archive's size and
+S3 ETag or local mtime_ns it was built from) and the Parquet table at ``tables.gallery``. A rerun
+reuses the index while the archive is unchanged and scans it again (the log says why) when it
+changed or with --reindex. Each image URI is ``tar://<tar>#<member-prefix><IMG_ID>``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metadata", required=True, help="MP16-Pro metadata CSV (IMG_ID,LAT,LON,neighbourhood,...)")
     p.add_argument("--tar", required=True, help="the image archive, local path or s3:// URI")
     p.add_argument("--member-prefix", default="", help="prefix of the members' names inside the tar, before IMG_ID")
-    p.add_argument("--reindex", action="store_true", help="rebuild the member index even if it exists")
+    p.add_argument("--reindex", action="store_true", help="scan the archive again even when its index matches it")
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:

@@ -29,6 +29,7 @@ from georank.storage.files import (
     read_range,
     read_text,
     sha256_file,
+    stat_file,
 )
 from georank.storage.s3 import S3_SCHEMES, is_s3, join_uri, local_of, s3_client, split_s3, worker_client
 
@@ -51,5 +52,6 @@ __all__ = [
     "s3_client",
     "sha256_file",
     "split_s3",
+    "stat_file",
     "worker_client",
 ]

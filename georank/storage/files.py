@@ -130,9 +130,30 @@ def list_files(folder: str, s3: S3Config) -> list[StoredFile]:
     out = []
     for p in local_of(folder).rglob("*"):
         if p.is_file() or p.is_symlink():
-            st = p.stat() if p.exists() else p.lstat()
-            out.append(StoredFile(str(p), st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
+            out.append(_local_file(p, p.stat() if p.exists() else p.lstat()))
     return sorted(out, key=lambda f: f.uri)
+
+
+def stat_file(uri: str, s3: S3Config) -> StoredFile:
+    """Size and version tag of the one file or object at ``uri`` (the S3 ETag by one HEAD; size and
+    mtime_ns locally), as :func:`list_files` gives them; a missing file is a ``not_found`` error."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            head = s3_client(s3).head_object(Bucket=bucket, Key=key)
+        return StoredFile(uri, int(head.get("ContentLength", 0)), str(head.get("ETag", "")))
+    path = local_of(uri)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise _local_error(exc, path) from None
+    if not path.is_file():
+        raise StorageError(f"expected a file, got a directory: {path}", kind="other")
+    return _local_file(path, st)
+
+
+def _local_file(path: Path, st: os.stat_result) -> StoredFile:
+    return StoredFile(str(path), st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -177,5 +198,5 @@ def sha256_file(path: Path) -> str:
 
 __all__ = [
     "StoredFile", "exists", "list_files", "open_input", "put_bytes", "put_file", "read_bytes", "read_range",
-    "read_text", "sha256_file",
+    "read_text", "sha256_file", "stat_file",
 ]

@@ -96,3 +96,17 @@ def test_missing_artifacts_and_objects_are_storage_errors(s3_bucket: object, tmp
     with pytest.raises(StorageError, match=r"^object is 10 bytes, over the limit of 4$") as err:
         storage.read_bytes(f"s3://{BUCKET}/x", S3, max_bytes=4)
     assert err.value.kind == "too_large"
+
+
+def test_stat_file_gives_the_size_and_version_tag_list_files_gives(s3_bucket: object, tmp_path: Path) -> None:
+    s3_bucket.put_object(Bucket=BUCKET, Key="dir/a.tar", Body=b"0123456789")  # type: ignore[attr-defined]
+    assert storage.stat_file(f"s3://{BUCKET}/dir/a.tar", S3) == storage.list_files(f"s3://{BUCKET}/dir", S3)[0]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.tar").write_bytes(b"01234")
+    found = storage.stat_file(str(tmp_path / "d" / "a.tar"), S3)
+    assert found == storage.list_files(str(tmp_path / "d"), S3)[0] and found.size == 5
+    with pytest.raises(StorageError, match=rf"^object not found: s3://{BUCKET}/dir/b.tar$") as err:
+        storage.stat_file(f"s3://{BUCKET}/dir/b.tar", S3)
+    assert err.value.kind == "not_found"
+    with pytest.raises(StorageError, match=r"^expected a file, got a directory: "):
+        storage.stat_file(str(tmp_path / "d"), S3)

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from georank import resources
+from georank import resources, tarindex
 from georank import schema as S
 from georank.config import DecodeConfig, S3Config
 from georank.decode import decode_image
 from georank.errors import PhotoError
 from georank.io import PhotoReader, read_bytes
-from georank.tarindex import build_tar_index, index_uri_of, read_tar_member
+from georank.tarindex import SOURCE_SUFFIX, build_tar_index, ensure_tar_index, index_uri_of, read_tar_member
 
 N_MEMBERS = 3000
 BUCKET = "mp16"
@@ -137,6 +137,7 @@ def test_index_and_ranged_reads_from_s3(archive: tuple[Path, dict[str, bytes]], 
     resources.clear()
     index_uri, n = build_tar_index(uri, moto_s3)  # the archive streamed once from S3, the index put beside it
     assert index_uri == uri + ".index.parquet" and n == len(content)
+    assert ensure_tar_index(uri, moto_s3).scanned is False  # its ETag and size recorded beside it
     names = sorted(content)
     for name in names[::40] + [_names()[5], _names()[6], "photos/red.jpg"]:
         assert read_bytes(f"tar://{uri}#{name}", moto_s3) == content[name], name
@@ -176,8 +177,86 @@ def test_prepare_mp16_job_indexes_the_tar_and_writes_a_gallery_of_tar_members(tm
     assert "2 of 2 images are not members" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
     assert run_job("prepare_mp16", job.main, add_args=job.add_args, argv=[*argv, "--member-prefix", "mp16/"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["gallery_rows"] == 2
+    assert summary["gallery_rows"] == 2 and summary["tar_members"] == 2
+    assert summary["tar_scanned"] is False  # the first (failed) run's index, reused: the archive did not change
     gallery = pq.read_table(tmp_path / "gallery.parquet")
     assert gallery.schema == S.GALLERY
     img = decode_image(read_bytes(gallery.column("uri").to_pylist()[1], S3Config()), DecodeConfig())
     assert img.getpixel((20, 15))[1] > 150  # the green one, read from the tar by offset
+
+
+def _small_tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times an archive is scanned: one entry (its member count) per scan."""
+    done: list[int] = []
+    real = tarindex.scan_tar
+
+    def counting(fileobj: object, *, stream: bool) -> object:
+        table = real(fileobj, stream=stream)
+        done.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(tarindex, "scan_tar", counting)
+    return done
+
+
+def test_an_unchanged_local_archive_is_not_scanned_again_a_changed_one_is(
+    tmp_path: Path, scans: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    path = tmp_path / "a.tar"
+    _small_tar(path, {"a.jpg": b"a" * 10, "b.jpg": b"b" * 20})
+    caplog.set_level(logging.INFO, logger="georank.tarindex")
+    first = ensure_tar_index(str(path), S3Config())
+    assert (first.scanned, first.members, scans) == (True, 2, [2]) and "no index at" in first.reason
+    again = ensure_tar_index(str(path), S3Config())
+    assert (again.scanned, again.members, scans) == (False, 2, [2])
+    assert "reusing the member index" in caplog.text
+    assert ensure_tar_index(str(path), S3Config(), force=True).reason == "forced (--reindex)" and scans == [2, 2]
+    # another member added under the same mtime: only the size differs
+    before = path.stat()
+    _small_tar(path, {"a.jpg": b"a" * 10, "b.jpg": b"b" * 20, "c.jpg": b"c" * 30_000})
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size != before.st_size
+    changed = ensure_tar_index(str(path), S3Config())
+    assert (changed.scanned, changed.members, scans[-1]) == (True, 3, 3)
+    assert "the archive is not the one the index was built from" in changed.reason
+    assert f"building the member index of {path}: the archive is not the one" in caplog.text
+    resources.clear()
+    assert read_tar_member(f"tar://{path}#c.jpg", S3Config()) == b"c" * 30_000
+    # the same size, rewritten later: only the mtime differs
+    before = path.stat()
+    _small_tar(path, {"a.jpg": b"A" * 10, "b.jpg": b"B" * 20, "c.jpg": b"C" * 30_000})
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    assert path.stat().st_size == before.st_size
+    assert ensure_tar_index(str(path), S3Config()).scanned and len(scans) == 4
+    assert not ensure_tar_index(str(path), S3Config()).scanned and len(scans) == 4
+    # an index without its record (e.g. built before records existed) is not trusted
+    Path(index_uri_of(str(path)) + SOURCE_SUFFIX).unlink()
+    assert "no record of what" in ensure_tar_index(str(path), S3Config()).reason and len(scans) == 5
+
+
+def test_an_unchanged_s3_archive_is_not_scanned_again_a_replaced_one_is(moto_s3: S3Config, tmp_path: Path, scans: list[int]) -> None:
+    from georank import storage
+
+    uri = f"s3://{BUCKET}/small/a.tar"
+    local = tmp_path / "a.tar"
+    _small_tar(local, {"a.jpg": b"a" * 10})
+    storage.put_file(local, uri, moto_s3)
+    assert ensure_tar_index(uri, moto_s3).scanned and scans == [1]
+    assert not ensure_tar_index(uri, moto_s3).scanned and scans == [1]
+    _small_tar(local, {"a.jpg": b"z" * 10})  # the same size, another ETag
+    storage.put_file(local, uri, moto_s3)
+    replaced = ensure_tar_index(uri, moto_s3)
+    assert replaced.scanned and scans == [1, 1] and "the archive is not the one" in replaced.reason
+    resources.clear()
+    assert read_tar_member(f"tar://{uri}#a.jpg", moto_s3) == b"z" * 10
