@@ -233,6 +233,19 @@ SHARD_META = pa.schema(
     ]
 )
 
+# What the index build's executors return for each shard they wrote (georank.spark.index_job): one
+# row per shard, the manifest's entry for it (georank.index.ShardEntry, field for field).
+SHARD_ENTRY = pa.schema(
+    [
+        _f("shard", pa.int32(), "Index shard number (georank.index.shard_of)"),
+        _f("index_file", pa.string(), "The shard's FAISS file, relative to the index URI"),
+        _f("meta_file", pa.string(), "The shard's metadata Parquet file (SHARD_META), relative to the index URI"),
+        _f("ntotal", pa.int64(), "Vectors in the shard"),
+        _f("sha256", pa.string(), "sha256 of the FAISS file, hex"),
+        _f("meta_sha256", pa.string(), "sha256 of the metadata Parquet file, hex"),
+    ]
+)
+
 # Sharded placement's embed stage (georank.spark.geotag): one row per photo, an embedding or an error.
 EMBEDDED = pa.schema(
     [
