@@ -1,16 +1,17 @@
 """Crashes and reruns for real: the geotag job through ./spark-submit.sh as a subprocess,
 SIGKILLed (its whole process group: the driver JVM, the Python driver and its workers) at
-several points, rerun, a Python worker killed mid-task, two runs of one date at once.
+several points, rerun, a Python worker killed mid-task, a rerun beside a run of the next date.
 
 One module-scoped sequence of runs on one date over the same photos (4 good, 1 bad), into the
 one results table (a run's date lands in ONE Delta commit):
 
-    run 1     undisturbed                                   -> the reference output
+    run 1     complete, with a Python worker killed once mid-task (GEORANK_FAULT_INJECT)
+                                                            -> the reference output
     run 2     killed at "committing results"                -> the date is run 1's or run 2's, whole
     run 4     killed while computing (decoding and ranking share one task on CPU; killed at ranking)
                                                             -> no change
-    run 5     complete, with a Python worker killed once mid-task (GEORANK_FAULT_INJECT)
-    run 6+8   started at once: the date and the next date   -> both whole
+    run 6+8   undisturbed, started at once: a rerun of the date after the crashes, and the next
+              date                                          -> both whole, both equal to run 1
 (Two runs of the SAME date at once are covered in-process by tests/job/test_commit.py: the one
 that started later wins, the older one's skipped commit fails it.)
 
@@ -36,7 +37,7 @@ from support import ROOT, tiny_conf
 
 from georank.write import read_errors, read_predictions
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # ~8 spark-submit runs in one fixture
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # 5 spark-submit runs in one module
 DAY, NEXT_DAY = dt.date(2026, 11, 26), dt.date(2026, 11, 27)
 SECRET = "GEORANKTESTSECRETd0n0tl0g"
 KEY_ID = "GEORANKTESTKEYID0000"
@@ -139,25 +140,25 @@ def world(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 @pytest.fixture(scope="module")
 def sequence(world: dict[str, Any]) -> dict[str, Any]:
-    """Runs 1-6 in order; each later test checks one step's record."""
+    """Runs 1, 2 and 4 in order; each later test checks one step's record."""
     w, tmp = world, world["tmp"]
     rec: dict[str, Any] = {}
 
-    r1 = _run(w["conf"], w["photos"], tmp / "run1.log")
+    r1 = _run(w["conf"], w["photos"], tmp / "run1.log", GEORANK_FAULT_INJECT="kill-worker-once")
     rec["run1"] = (r1, _state(w["tables"]))
     r2 = _run(w["conf"], w["photos"], tmp / "run2.log", kill_on=r"run \S+: committing results")
     rec["run2"] = (r2, _state(w["tables"]))
     r4 = _run(w["conf"], w["photos"], tmp / "run4.log", kill_on=r"georank\.\w+: ranking \d+ of \d+ photos")
     rec["run4"] = (r4, _state(w["tables"]))
-    r5 = _run(w["conf"], w["photos"], tmp / "run5.log", GEORANK_FAULT_INJECT="kill-worker-once")
-    rec["run5"] = (r5, _state(w["tables"]))
     w["runs"].update(rec)
     return rec
 
 
-def test_undisturbed_run(sequence) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_with_a_python_worker_killed_completes(sequence) -> None:  # type: ignore[no-untyped-def]
     r1, state = sequence["run1"]
     assert r1.code == 0 and r1.summary and r1.summary["status"] == "ok", r1.output[-3000:]
+    assert "fault injection (GEORANK_FAULT_INJECT=kill-worker-once): ending this Python worker mid-task" in r1.output
+    assert re.search(r"Lost task 0\.0 in stage|Python worker exited unexpectedly", r1.output), "Spark saw no task failure"
     assert (r1.summary["read"], r1.summary["predicted"], r1.summary["errors"]) == (N_GOOD + N_BAD, N_GOOD, N_BAD)
     assert _whole_run(state) == r1.run_id
 
@@ -172,27 +173,11 @@ def test_killed_while_computing_changes_nothing(sequence) -> None:  # type: igno
     assert _whole_run(sequence["run4"][1]) == _whole_run(sequence["run2"][1])
 
 
-def test_rerun_after_crashes_with_a_worker_killed_equals_the_undisturbed_run(sequence, world) -> None:  # type: ignore[no-untyped-def]
-    r1, r5 = sequence["run1"][0], sequence["run5"][0]
-    assert r5.code == 0 and r5.summary and r5.summary["status"] == "ok", r5.output[-3000:]
-    assert "fault injection (GEORANK_FAULT_INJECT=kill-worker-once): ending this Python worker mid-task" in r5.output
-    assert re.search(r"Lost task 0\.0 in stage|Python worker exited unexpectedly", r5.output), "Spark saw no task failure"
-    state = sequence["run5"][1]
-    assert _whole_run(state) == r5.run_id
-    ref = sequence["run1"][1]
-    assert sorted(map(_key, state["predictions"])) == sorted(map(_key, ref["predictions"]))
-    assert sorted((e["photo_id"], e["stage"], e["reason"]) for e in state["errors"]) == sorted(
-        (e["photo_id"], e["stage"], e["reason"]) for e in ref["errors"])
-    staging = world["tables_dir"] / "_staging" / "results"
-    left = sorted(p.name for p in staging.iterdir()) if staging.exists() else []
-    killed = {r.run_id for r in (sequence["run2"][0], sequence["run4"][0])}
-    assert set(left) <= killed, left  # a finished run removes its own staging; only killed runs may leave one
-    assert r1.run_id != r5.run_id
-
-
-def test_two_runs_of_two_dates_at_once(sequence, world) -> None:  # type: ignore[no-untyped-def]
-    """A run of the date and a run of the next date at once (a rerun of last night beside
-    tonight's run): both complete, each date whole, neither loses a row."""
+def test_a_rerun_after_the_crashes_beside_a_run_of_the_next_date(sequence, world) -> None:  # type: ignore[no-untyped-def]
+    """After the crashes, an undisturbed rerun of the date and a run of the next date at once (a
+    rerun of last night beside tonight's run): both complete, each date whole, neither loses a row,
+    both equal run 1's output (which had a Python worker killed), and only the killed runs may have
+    left staging behind."""
     w, tmp = world, world["tmp"]
     a = _start(w["conf"], w["photos"], tmp / "run6.log")
     c = _start(w["conf"], w["photos"], tmp / "run8.log", day=NEXT_DAY)
@@ -205,6 +190,13 @@ def test_two_runs_of_two_dates_at_once(sequence, world) -> None:  # type: ignore
         state = _state(w["tables"], day)
         assert _whole_run(state) == r.run_id
         assert sorted(map(_key, state["predictions"])) == sorted(map(_key, ref["predictions"]))
+        assert sorted((e["photo_id"], e["stage"], e["reason"]) for e in state["errors"]) == sorted(
+            (e["photo_id"], e["stage"], e["reason"]) for e in ref["errors"])
+    assert ra.run_id != sequence["run1"][0].run_id
+    staging = w["tables_dir"] / "_staging" / "results"
+    left = sorted(p.name for p in staging.iterdir()) if staging.exists() else []
+    killed = {r.run_id for r in (sequence["run2"][0], sequence["run4"][0])}
+    assert set(left) <= killed, left  # a finished run removes its own staging; only killed runs may leave one
 
 
 def test_no_credentials_in_any_output(sequence, world) -> None:  # type: ignore[no-untyped-def]
