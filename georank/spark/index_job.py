@@ -37,16 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-_ENTRY = pa.schema(
-    [
-        pa.field("shard", pa.int32()),
-        pa.field("index_file", pa.string()),
-        pa.field("meta_file", pa.string()),
-        pa.field("ntotal", pa.int64()),
-        pa.field("sha256", pa.string()),
-        pa.field("meta_sha256", pa.string()),
-    ]
-)
 _REQUIRED = ("gallery_id", "lat_deg", "lon_deg")
 
 
@@ -135,7 +125,7 @@ def _build_shard(cfg_d: dict[str, Any], template_bc: Any, root: str, version: st
             index_version=version,
             s3=cfg.s3,
         )
-        return pa.Table.from_pylist([entry.__dict__], schema=_ENTRY)
+        return pa.Table.from_pylist([entry.__dict__], schema=S.SHARD_ENTRY)
 
     return run
 
@@ -263,7 +253,7 @@ def run_build_index(
         )
         built = rows.groupBy("shard").applyInArrow(
             _build_shard(cfg.model_dump(), template_bc, index_uri, version, n_shards, dim),
-            S.spark_schema(_ENTRY),
+            S.spark_schema(S.SHARD_ENTRY),
         ).collect()
         from georank.index import ShardEntry
 
