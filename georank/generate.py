@@ -301,10 +301,10 @@ class Generator:
 
 def build_generator(cfg: GeorankConfig) -> Generator:
     """The worker's generator: on the ranker's backbone (adapter off) or a checkpoint of its own."""
-    from georank.artifacts import local_path
     from georank.rank.checkpoint import load_backbone, model_version
     from georank.rank.scorer import get_scorer
     from georank.rank.tokenizer import load_processor
+    from georank.storage import local_path
 
     gen, rank = cfg.candidates.generated, cfg.rank
     if gen.model_uri is None:
@@ -323,10 +323,10 @@ def get_generator(cfg: GeorankConfig) -> Generator:
     """The generator, built once per Python worker (keyed by the model URI and version and the two
     config sections; on the ranker's backbone, by the worker's current scorer, so a new ranker
     version gets a new generator). Runs on executors."""
-    from georank.artifacts import local_path
     from georank.rank.checkpoint import model_version
     from georank.rank.scorer import get_scorer
     from georank.resources import cached
+    from georank.storage import local_path
 
     gen = cfg.candidates.generated
     if gen.model_uri is None:

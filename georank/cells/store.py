@@ -47,8 +47,8 @@ def _descriptions(latlon_deg: np.ndarray) -> list[str]:
 
 def read_aerial_tiles(uri: str, s3: S3Config, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Level-16 cell ids ``(m,) uint64`` and embeddings ``(m, dim) float32`` of an AERIAL_TILES table."""
-    from georank.artifacts import local_path
     from georank.index import embeddings_matrix
+    from georank.storage import local_path
 
     table = pq.read_table(local_path(uri, s3))
     missing = [n for n in S.AERIAL_TILES.names if n not in table.column_names]

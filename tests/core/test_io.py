@@ -60,7 +60,7 @@ def test_s3_listing_skips_hidden_keys_and_sibling_prefixes(monkeypatch: pytest.M
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
     with mock_aws():
-        from georank.artifacts import s3_client
+        from georank.storage import s3_client
 
         cfg = S3Config()
         client = s3_client(cfg)

@@ -120,7 +120,7 @@ def moto_s3(archive: tuple[Path, dict[str, bytes]]) -> Iterator[S3Config]:
         for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
             mp.setenv(key, value)
         cfg = S3Config(endpoint_url=f"http://{host}:{port}", path_style=True)
-        from georank.artifacts import s3_client
+        from georank.storage import s3_client
 
         client = s3_client(cfg)
         client.create_bucket(Bucket=BUCKET)

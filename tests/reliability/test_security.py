@@ -117,8 +117,8 @@ def test_embedder_refuses_a_pickle_only_checkpoint(tiny_world: Path, tmp_path: P
 
 
 def test_s3_settings_come_from_config_and_credentials_from_the_aws_chain(monkeypatch) -> None:
-    from georank.artifacts import s3_client
     from georank.config import S3Config
+    from georank.storage import s3_client
 
     assert not [f for f in S3Config.model_fields if any(w in f.lower() for w in ("key", "secret", "token", "password", "cred"))]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "GEORANKTESTKEYID")
