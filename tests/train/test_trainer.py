@@ -224,3 +224,39 @@ def test_demo_untrained_adapter_is_step_0_and_is_added_to_a_trained_world_withou
                       [RankCandidate(0.5, 0.5, "Accra, Ghana", None)])
     a, b = ours.score_per_pair([query])[0], theirs.score_per_pair([query])[0]
     assert torch.allclose(torch.from_numpy(a), torch.from_numpy(b), atol=1e-5), (a, b)
+
+
+@pytest.mark.spark
+def test_torchdistributor_two_gloo_processes_average_gradients(  # type: ignore[no-untyped-def]
+    spark, tiny_world: Path, groups: str, processor: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """train.distributed through Spark's TorchDistributor (local_mode, 2 gloo processes on CPU), 2
+    steps of 1 group per rank: rank r takes items r, r+2, ... and gradients are averaged, so the
+    adapter equals ONE process over the same global batch (2 groups per step; the loss is a mean
+    over the batch) within 1e-5 (float32 sums in another order). Had rank 1 not contributed, the
+    adapter would be a single group's update per step (one process, 1 group per step: checked to
+    differ). Rank 0 alone writes it."""
+    from georank.spark.train import run_distributed
+    from georank.train.stages import train_lora
+
+    base = tiny_world / "models" / "ranker" / "base"
+    common = ("train.steps=2", "train.lora.dropout=0.0", "train.checkpoint_every=100")
+    dist_cfg = _cfg(tiny_world, tmp_path, *common, "train.distributed.enabled=true", "train.distributed.num_processes=2")
+    out = run_distributed(dist_cfg, base_dir=str(base), data_uri=groups, out_dir=str(tmp_path / "dist"),
+                          checkpoint_dir=str(tmp_path / "ckpt"))
+    logs = capfd.readouterr()
+    assert out["steps"] == 2 and out["groups"] == 2 and out["rank"] == 0, out  # rank 0 trained 1 group per step
+    assert (logs.out + logs.err).count("adapter written to") == 1  # rank 0 only
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dist")) == ["dist"]
+
+    torch.set_num_threads(1)
+    one = _cfg(tiny_world, tmp_path, *common, "train.queries_per_step=2")
+    train_lora(one, base_dir=base, data_uri=groups, out_dir=tmp_path / "single", checkpoint_dir=None, processor=processor)
+    a, b = load_file(str(tmp_path / "dist" / "adapter_model.safetensors")), load_file(str(tmp_path / "single" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), (k, float((a[k] - b[k]).abs().max()))
+    alone = _cfg(tiny_world, tmp_path, *common)  # one group per step, unaveraged: another adapter (the check has teeth)
+    train_lora(alone, base_dir=base, data_uri=groups, out_dir=tmp_path / "alone", checkpoint_dir=None, processor=processor)
+    c = load_file(str(tmp_path / "alone" / "adapter_model.safetensors"))
+    assert any(not torch.allclose(c[k], a[k], atol=1e-5, rtol=0) for k in a)
