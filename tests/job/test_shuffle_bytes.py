@@ -38,17 +38,13 @@ def _broken(folder: Path) -> dict[str, bytes]:
     return {"zero": b"", "text": b"not an image", "half": good[: len(good) // 3]}
 
 
-def test_decode_ahead_gives_decode_photos_rows_per_batch_from_another_thread(tiny_world: Path, tmp_path: Path) -> None:
+def test_decode_ahead_gives_decode_photos_rows_per_batch_from_another_thread(
+    tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml"))
     photos = _photos(tiny_world / "queries", _broken(tiny_world / "queries"))
     batches = photos.to_batches(max_chunksize=4)
-    seen_threads: list[str] = []
-
-    def consumer_side(batch: pa.RecordBatch) -> pa.RecordBatch:
-        seen_threads.append(threading.current_thread().name)
-        return batch
-
-    ahead = list(decode_ahead((consumer_side(b) for b in batches), cfg))
+    ahead = list(decode_ahead(iter(batches), cfg))
     assert [t.num_rows for t in ahead] == [b.num_rows for b in batches]
     for got, batch in zip(ahead, batches, strict=True):
         assert got.equals(decode_photos(batch, cfg))
@@ -58,21 +54,25 @@ def test_decode_ahead_gives_decode_photos_rows_per_batch_from_another_thread(tin
     assert rows["half"]["error_reason"].startswith("truncated or corrupt image data")
     assert all(r["rgb"] for pid, r in rows.items() if pid not in ("zero", "text", "half"))
 
-    # decoding happens on the pool's thread, not the caller's
-    decoders: list[str] = []
+    # Decoding runs on the pool's thread, and the next batch decodes while the caller holds this one.
     import georank.pipeline as P
 
+    decoders: list[str] = []
+    second_started = threading.Event()
     real = P.decode_photos
 
     def spy(batch: Any, c: Any) -> pa.Table:
         decoders.append(threading.current_thread().name)
+        if len(decoders) == 2:
+            second_started.set()
         return real(batch, c)
 
-    P.decode_photos = spy  # type: ignore[assignment]
-    try:
-        list(decode_ahead(iter(batches), cfg))
-    finally:
-        P.decode_photos = real
+    monkeypatch.setattr(P, "decode_photos", spy)
+    it = decode_ahead(iter(batches), cfg)
+    next(it)
+    assert second_started.wait(timeout=60), "the second batch did not start decoding while the first was in use"
+    rest = list(it)
+    assert len(rest) == len(batches) - 1
     assert len(decoders) == len(batches) and all(n.startswith("georank-decode") for n in decoders), decoders
 
 
