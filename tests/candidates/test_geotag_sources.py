@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
+N_PHOTOS = 4
 
 
 def _predictions(cfg):  # type: ignore[no-untyped-def]
@@ -32,6 +33,7 @@ def test_geotag_with_retrieved_generated_and_prototype_candidates(spark, tiny_wo
         tiny_world,
         tmp_path / "all-sources.yaml",
         skip={"enabled": False},  # every photo goes to the ranker, so every source is scored
+        decide={"top_candidates": 16},  # every scored candidate kept in the row, whatever its score
         candidates={
             "retrieved": 6,
             "generated": {"enabled": True, "samples": 2, "n": 2, "max_new_tokens": 8},
@@ -42,10 +44,14 @@ def test_geotag_with_retrieved_generated_and_prototype_candidates(spark, tiny_wo
     cfg = load_config(conf)
     built = build_cells(cfg)
     assert built["cells"] > 0
-    summary = run_geotag(spark, cfg, photos_uri=str(tiny_world / "queries"), run_date=dt.date(2026, 11, 23), run_id="sources-1")
-    assert summary["read"] == 10 and summary["predicted"] == 10 and summary["errors"] == 0, summary
+    photos = tmp_path / "photos"  # four query photos: every photo is ranked over all three sources
+    photos.mkdir()
+    for p in sorted((tiny_world / "queries").glob("*.jpg"))[:N_PHOTOS]:
+        (photos / p.name).write_bytes(p.read_bytes())
+    summary = run_geotag(spark, cfg, photos_uri=str(photos), run_date=dt.date(2026, 11, 23), run_id="sources-1")
+    assert (summary["read"], summary["predicted"], summary["errors"]) == (N_PHOTOS, N_PHOTOS, 0), summary
     rows = _predictions(cfg).to_pylist()
-    assert len(rows) == 10
+    assert len(rows) == N_PHOTOS
     winners = {r["photo_id"]: r["winning_source"] for r in rows}
     print(f"\nwinning sources: {winners}")
     for r in rows:
@@ -55,5 +61,5 @@ def test_geotag_with_retrieved_generated_and_prototype_candidates(spark, tiny_wo
         top = r["top_candidates"]
         assert r["winning_source"] == top[0]["source"] in ("retrieved", "generated", "prototype")
         assert top[0]["score"] == max(c["score"] for c in top)
-    sources = {c["source"] for r in rows for c in r["top_candidates"]}
-    assert "prototype" in sources and "retrieved" in sources
+        sources = [c["source"] for c in top]
+        assert len(top) == r["n_candidates"] and sources.count("retrieved") == 6 and sources.count("prototype") == 3
