@@ -1,0 +1,153 @@
+"""Config sections of the nightly pipeline's steps: input, decode, embed, index, retrieve, candidates, rank, skip, decide."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from georank.config.base import Device, DType, _Section
+
+
+class InputConfig(_Section):
+    """Where the night's photos come from and how they are partitioned."""
+
+    photos: str = "demo/queries"  # a Delta/Parquet table, a folder of images or s3://bucket/prefix
+    photos_per_partition: int = Field(64, ge=1)
+    # Photos per Arrow batch through decode and geotag: a task holds one batch of decoded pixels
+    # at a time, so its memory is bounded whatever the partition size.
+    photos_per_batch: int = Field(32, ge=1)
+    duplicate_ids: Literal["error_row", "fail"] = "error_row"  # what a repeated photo id becomes
+    # Seconds between the driver's progress lines (done / total, photos/s, ETA, errors) of the
+    # geotag and index build jobs (georank.spark.progress).
+    progress_interval_s: float = Field(30.0, gt=0)
+
+
+class DecodeConfig(_Section):
+    """CPU decode stage: limits applied before any model sees a photo."""
+
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1)  # larger files are refused
+    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb cap (width*height)
+    # Longest side after decoding (downscaled); null: native size (the reference: the ranker's
+    # rank.max_pixels alone bounds what the model sees; mind decode.max_pixels then).
+    max_side_px: int | None = Field(1024, ge=28)
+    min_side_px: int = Field(2, ge=1)  # a shorter side (after the shrink) is refused
+    # The one aspect-ratio limit, checked after the shrink. At most 200: Qwen2-VL's image
+    # processor refuses more, so whatever passes here can be ranked.
+    max_aspect_ratio: float = Field(200.0, gt=1, le=200)
+    exif_orientation: bool = True  # turn the photo upright by its EXIF orientation; false: stored pixels (the reference)
+    # Transparent pixels: composite onto white, or drop the alpha channel as convert("RGB") does (the reference).
+    alpha: Literal["composite", "drop"] = "composite"
+
+
+class EmbedConfig(_Section):
+    """The CLIP-family image encoder used for queries and the gallery."""
+
+    model_uri: str = "demo/models/clip"  # local path or s3:// of a from_pretrained directory
+    heads_uri: str | None = None  # G3 variant: safetensors with the two 768->768->768 MLP heads
+    kind: Literal["clip", "g3"] = "clip"  # clip: projection only; g3: [proj, text head, gps head]
+    image_size: int = Field(224, ge=8)  # resize shortest side + centre crop
+    batch_size: int = Field(32, ge=1)
+    device: Device = "cpu"
+    dtype: DType = "float32"
+
+
+class IndexConfig(_Section):
+    """The sharded FAISS gallery index."""
+
+    uri: str = "demo/index"  # folder or s3:// prefix holding manifest.json and shards
+    # flat = exact IndexFlatIP; ivfflat = IVF over full vectors (exact scores in the nprobe probed
+    # cells); ivfpq = IVF-PQ alone (approximate scores); ivfpq_refine = IVF-PQ shortlist of
+    # k * k_factor, re-ranked by exact inner product (IndexRefineFlat)
+    type: Literal["flat", "ivfflat", "ivfpq", "ivfpq_refine"] = "flat"
+    shards: int = Field(2, ge=1)
+    nlist: int = Field(1024, ge=1)  # IVF cells (ivfflat, ivfpq, ivfpq_refine)
+    pq_m: int = Field(64, ge=1)  # PQ sub-quantisers (ivfpq, ivfpq_refine); must divide the embedding dim
+    pq_bits: int = Field(8, ge=1, le=16)  # bits per PQ code (ivfpq, ivfpq_refine)
+    nprobe: int = Field(32, ge=1)  # IVF cells searched per query (ivf types): more = higher recall, slower
+    k_factor: int = Field(8, ge=1)  # ivfpq_refine: the IVF-PQ shortlist holds k * k_factor ids before the exact re-rank
+    device: Device = "cpu"  # cuda: search shards on the GPU (faiss.index_cpu_to_gpu; needs faiss built with GPU support)
+    placement: Literal["replicated", "sharded"] = "replicated"  # all shards per executor, or one task per shard
+
+
+class RetrieveConfig(_Section):
+    """Nearest-neighbour retrieval for each query."""
+
+    k: int = Field(20, ge=1)  # neighbours retrieved (reference: 20)
+    negatives_from: int = Field(15, ge=0)  # 0-based: neighbours [15, 20) are the five negatives
+    negatives_count: int = Field(5, ge=0)
+
+
+class GeneratedConfig(_Section):
+    """Candidates a vision-language model proposes (JSON prompt); see georank.candidates."""
+
+    enabled: bool = False
+    n: int = Field(3, ge=0)  # valid answers kept as candidates; README of the reference: 3; its evaluate script: 5
+    samples: int = Field(5, ge=1)  # answers sampled per photo (one generate call per batch); the reference: 10
+    temperature: float = Field(1.2, ge=0)  # sampling temperature (the reference: 1.2); 0 = greedy, one answer
+    seed: int = 0  # sampling seed: the same photos and seed give the same answers
+    max_new_tokens: int = Field(48, ge=4)  # an answer longer than this is cut (then usually unparsable)
+    prompt: Literal["seed", "reference"] = "seed"  # seed: Appendix A's JSON prompt; reference: its longer variant
+    model_uri: str | None = None  # null: the ranker's base model, adapter off (one copy of weights); or a Qwen2-VL dir
+
+
+class PrototypeConfig(_Section):
+    """Learned geographic-cell prototypes as extra retrieval keys (Lindenberger et al. 2025)."""
+
+    enabled: bool = False
+    uri: str | None = "demo/cells"  # folder or s3:// prefix of the prototypes' index (jobs/build_cells.py)
+    k: int = Field(3, ge=0)  # top prototypes (by inner product with the query) kept as candidates
+    start_level: int = Field(4, ge=0, le=15)  # S2 level every cell starts from
+    max_level: int = Field(15, ge=0, le=15)  # finest S2 level a crowded cell is split down to
+    max_photos_per_cell: int = Field(50, ge=1)  # a cell holding more gallery photos is split (until max_level)
+    epochs: int = Field(60, ge=1)  # training epochs of the proxy classifier (cosine-softmax linear; its weights are the prototypes)
+    learning_rate: float = Field(0.05, gt=0)  # AdamW
+    logit_scale: float = Field(16.0, gt=0)  # cosine-softmax scale of the proxy classifier
+    seed: int = 0  # classifier initialisation
+    aerial_uri: str | None = None  # Parquet table (cell_token at S2 level 16, embedding): aerial keys; null: none
+    kappa: float = Field(1.0, ge=0)  # aerial key = l2norm(z_aerial + kappa * z_prototype of the enclosing cell)
+
+
+class CandidatesConfig(_Section):
+    retrieved: int = Field(12, ge=1)  # reference README: 12; its evaluate script: 10
+    generated: GeneratedConfig = Field(default_factory=GeneratedConfig)
+    prototypes: PrototypeConfig = Field(default_factory=PrototypeConfig)
+
+
+class RankConfig(_Section):
+    """The GeoRanker scorer: Qwen2-VL + LoRA + score head."""
+
+    base_model_uri: str = "demo/models/ranker/base"  # from_pretrained directory (local or s3://)
+    adapter_uri: str = "demo/models/ranker/adapter"  # PEFT directory with the score head inside
+    device: Device = "cpu"
+    dtype: DType = "float32"  # the published checkpoint runs in bfloat16
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    shared_prefix: bool = True  # score candidates against one cached prefix per photo
+    photos_per_batch: int = Field(4, ge=1)
+    candidates_per_batch: int = Field(16, ge=1)
+    min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
+    max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # reference cap; lower it for throughput
+    candidate_jpeg_quality: int | None = Field(75, ge=1, le=100)  # reference re-encodes candidates as JPEG q75
+    # Per-worker cache of candidate (gallery) images' vision-tower output, in MB of tensors on rank.device
+    # (shared-prefix path; scores equal the uncached path within 1e-5 fp32); 0 = off, every candidate's pixels
+    feature_cache_mb: int = Field(512, ge=0)
+    # Ablations of the seed's Table 5 (evaluate only; all true = the reference prompt, byte for byte):
+    prompt_negatives: bool = True  # false: no "Negative examples: ..." text ("w/o negatives")
+    prompt_descriptions: bool = True  # false: no place description, in the question or the negatives ("w/o descriptions")
+    prompt_candidate_image: bool = True  # false: the candidate's gallery image is left out ("w/o candidate image")
+
+
+class SkipConfig(_Section):
+    """Skip the ranker when the retrieved neighbours already agree."""
+
+    enabled: bool = True
+    spread_km: float = Field(25.0, ge=0)  # median geodesic distance of the top-k to their centre
+    top_k: int = Field(5, ge=1)  # how many top neighbours must agree
+    take: Literal["top1", "centre"] = "top1"  # the prediction when skipped
+
+
+class DecideConfig(_Section):
+    confidence_radius_km: float = Field(25.0, gt=0)  # softmax mass within this radius of the winner
+    top_candidates: int = Field(5, ge=1)  # candidates kept in the predictions row
+
+
