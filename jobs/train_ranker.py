@@ -28,7 +28,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
     from pathlib import Path
 
-    from georank.artifacts import local_path
+    from georank.storage import local_path
 
     base_dir = str(local_path(cfg.resolve(cfg.rank.base_model_uri), cfg.s3))
     data_uri = args.data or cfg.resolve(cfg.train.data)

@@ -14,7 +14,7 @@
   give random scores.
 
 safetensors only: no pickle, no ``torch.load``. Artifacts are local paths or ``s3://`` URIs
-(:func:`georank.artifacts.local_path`). Runs on executors, once per Python worker.
+(:func:`georank.storage.local_path`). Runs on executors, once per Python worker.
 """
 
 from __future__ import annotations
@@ -229,11 +229,10 @@ def load_ranker(
 
 @functools.lru_cache(maxsize=32)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a local file, remembered by (path, size, mtime): a reused worker hashes once."""
+    from georank.storage import sha256_file
+
+    return sha256_file(Path(path))
 
 
 def _safetensors_header(path: Path) -> bytes:
@@ -257,7 +256,7 @@ def adapter_version(adapter_dir: Path) -> str:
 def model_version(base_dir: Path) -> str:
     """Fingerprint (16 hex) of a base directory: ``config.json`` and every safetensors file's
     name, size and header (tensor names, dtypes, shapes, offsets). Cheap for a 15 GB model;
-    an s3:// artifact is already keyed by its ETags in :func:`georank.artifacts.local_path`."""
+    an s3:// artifact is already keyed by its ETags in :func:`georank.storage.local_path`."""
     h = hashlib.sha256()
     cfg = base_dir / "config.json"
     if cfg.is_file():

@@ -264,17 +264,18 @@ def get_scorer(cfg: RankConfig, s3: S3Config, *, resolve: Callable[[str], str]) 
     """The worker's :class:`Scorer` for ``cfg``, built once per Python worker.
 
     ``resolve`` turns config URIs into absolute ones (``GeorankConfig.resolve``). Artifacts are
-    fetched with :func:`georank.artifacts.local_path` (local or ``s3://``); the cache key is the
-    two URIs, their versions and the rank config. Runs on executors.
+    fetched with :func:`georank.storage.local_path` (local or ``s3://``); the cache key is the
+    two URIs, their versions, the rank config and the concrete device (``cuda:N``: a reused worker
+    given another GPU builds its own copy there). Runs on executors.
     """
-    from georank.artifacts import local_path
     from georank.rank.checkpoint import adapter_version, model_version
-    from georank.resources import cached
+    from georank.resources import cached, device_key
+    from georank.storage import local_path
 
     base_uri, adapter_uri = resolve(cfg.base_model_uri), resolve(cfg.adapter_uri)
     base_dir, adapter_dir = local_path(base_uri, s3), local_path(adapter_uri, s3)
     mv, av = model_version(base_dir), adapter_version(adapter_dir)
-    key = (base_uri, mv, adapter_uri, av, json.dumps(cfg.model_dump(), sort_keys=True))
+    key = (base_uri, mv, adapter_uri, av, json.dumps(cfg.model_dump(), sort_keys=True), device_key(cfg.device))
     return cached(
         "georanker",
         key,
