@@ -93,3 +93,17 @@ def test_relative_uris_resolve_against_project_root() -> None:
     cfg = load_config(ROOT / "conf" / "local.yaml")
     assert cfg.resolve("warehouse/results") == str(ROOT / "warehouse" / "results")
     assert cfg.resolve("s3://b/k") == "s3://b/k"
+
+
+def test_one_image_cap_a_rank_max_pixels_the_decode_shrink_never_lets_through_is_refused() -> None:
+    """decode.max_side_px bounds what every stage sees; a rank.max_pixels set above it would never
+    bind (the ranker would silently not see the resolution it names): refused, naming both keys."""
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "conf" / "local.yaml", ["rank.max_pixels=12845056"])
+    assert "rank.max_pixels=12845056 can never bind: decode.max_side_px=1024 lets at most 1036 x 1036 = 1073296 pixels" in str(err.value)
+    assert "or decode.max_side_px: null" in str(err.value)
+    ok = load_config(ROOT / "conf" / "local.yaml", ["rank.max_pixels=12845056", "decode.max_side_px=null"])
+    assert ok.rank.max_pixels == 12845056 and ok.decode.max_side_px is None  # native size: the reference's setting
+    assert load_config(ROOT / "conf" / "local.yaml", ["rank.max_pixels=1073296"]).rank.max_pixels == 1073296
+    default = load_config(ROOT / "conf" / "local.yaml", ["decode.max_side_px=512"])  # local.yaml's 50176 fits
+    assert default.rank.max_pixels == 50176

@@ -161,7 +161,28 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     if overrides:
         source = f"{p} with --set {' '.join(overrides)}"
     tree.setdefault("project_root", str(project_home()))
-    return validate_config(tree, source=source)
+    cfg = validate_config(tree, source=source)
+    _check_image_caps(tree, cfg, source)
+    return cfg
+
+
+def _check_image_caps(tree: dict[str, Any], cfg: GeorankConfig, source: str) -> None:
+    """One image cap: ``decode.max_side_px`` bounds what EVERY stage sees, ``rank.max_pixels`` only
+    the ranker's token budget within it. A ``rank.max_pixels`` written in the config (or ``--set``)
+    above what the decode shrink lets through would never bind, so the ranker would silently not
+    see the resolution it names: refused here, naming both keys. The default (the reference's
+    16384 x 28 x 28) is not refused: the decode shrink is then the cap, as documented."""
+    rank = tree.get("rank")
+    side = cfg.decode.max_side_px
+    if side is None or not isinstance(rank, dict) or "max_pixels" not in rank:
+        return
+    limit = (side + 27) // 28 * 28  # the ranker rounds sides to multiples of 28
+    if cfg.rank.max_pixels > limit * limit:
+        raise ConfigError(
+            f"{source}: rank.max_pixels={cfg.rank.max_pixels} can never bind: decode.max_side_px={side} lets "
+            f"at most {limit} x {limit} = {limit * limit} pixels through to the ranker; expected "
+            f"rank.max_pixels <= {limit * limit}, or decode.max_side_px: null (native size, as the reference)"
+        )
 
 
 def validate_config(tree: dict[str, Any], *, source: str = "config") -> GeorankConfig:

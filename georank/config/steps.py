@@ -28,8 +28,9 @@ class DecodeConfig(_Section):
 
     max_bytes: int = Field(64 * 1024 * 1024, ge=1)  # larger files are refused
     max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb cap (width*height)
-    # Longest side after decoding (downscaled); null: native size (the reference: the ranker's
-    # rank.max_pixels alone bounds what the model sees; mind decode.max_pixels then).
+    # Longest side after decoding (downscaled): THE image cap, for every stage (embedder, ranker,
+    # generator); rank.max_pixels is the ranker's budget within it. null: native size (the
+    # reference: then rank.max_pixels alone bounds what the model sees; mind decode.max_pixels).
     max_side_px: int | None = Field(1024, ge=28)
     min_side_px: int = Field(2, ge=1)  # a shorter side (after the shrink) is refused
     # The one aspect-ratio limit, checked after the shrink. At most 200: Qwen2-VL's image
@@ -126,7 +127,9 @@ class RankConfig(_Section):
     photos_per_batch: int = Field(4, ge=1)
     candidates_per_batch: int = Field(16, ge=1)
     min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
-    max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # reference cap; lower it for throughput
+    # The ranker's token budget (reference: 16384 x 28 x 28), WITHIN decode.max_side_px, which caps what
+    # every stage sees: a value set above max_side_px^2 could never bind and is refused at load.
+    max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # lower it for throughput
     candidate_jpeg_quality: int | None = Field(75, ge=1, le=100)  # reference re-encodes candidates as JPEG q75
     # Per-worker cache of candidate (gallery) images' vision-tower output, in MB of tensors on rank.device
     # (shared-prefix path; scores equal the uncached path within 1e-5 fp32); 0 = off, every candidate's pixels
