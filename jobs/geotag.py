@@ -1,10 +1,13 @@
 """The nightly geotag job: photos in, predictions and errors out (one Delta commit per table).
 
     ./spark-submit.sh jobs/geotag.py --conf conf/local.yaml --run-date 2026-11-23 \
-        [--photos URI] [--mode replace|error] [--set k=v ...]
+        [--photos URI] [--mode overwrite|error] [--set k=v ...]
 
---photos defaults to the config's input.photos; a rerun of the same --run-date replaces that
-date's rows (--mode replace, the default) or refuses (--mode error).
+--photos defaults to the config's input.photos; a rerun of the same --run-date overwrites that
+date's rows in one commit (--mode overwrite, the default; other dates are never touched) or
+refuses (--mode error). The words are the other jobs' (build_index, build_cells,
+build_training_data: error | overwrite); --mode replace is still accepted as overwrite, for
+launch scripts written before.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from georank.config import GeorankConfig
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
     p.add_argument("--photos", default=None, help="table, folder of images or s3:// prefix")
-    p.add_argument("--mode", choices=["replace", "error"], default="replace")
+    p.add_argument("--mode", choices=["overwrite", "error", "replace"], default="overwrite",
+                   help="overwrite: replace this run date's rows (replace: the same, older word); error: refuse if it has rows")
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
@@ -38,7 +42,7 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
             photos_uri=args.photos or cfg.input.photos,
             run_date=args.run_date,
             run_id=summary["run_id"],
-            mode=args.mode,
+            mode="error" if args.mode == "error" else "overwrite",
         )
     )
 

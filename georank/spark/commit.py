@@ -7,7 +7,7 @@ A run's output for its date lands in one commit of the results table, or not at 
         results/     the staged RESULTS rows (Parquet): all compute ends here
 
     counts checked (read = predicted + errors, one prediction per photo)
-      -> one Delta commit: replaceWhere run_date = D (mode replace) or a first write (mode error),
+      -> one Delta commit: replaceWhere run_date = D (mode overwrite) or a first write (mode error),
          transaction id per date (txnAppId georank-geotag:D), labelled with the run id (userMetadata)
       -> the table's history must show the run id's commit: a skipped commit fails the run
       -> the run removes its own staging (success or failure)
@@ -184,7 +184,7 @@ def refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date
     if date_has_rows(spark, uri, run_date):
         raise WriteError(
             f"{uri} already has rows for run_date {run_date.isoformat()}; expected none with --mode error "
-            "(use --mode replace to rerun the date)"
+            "(use --mode overwrite to rerun the date)"
         )
 
 
@@ -195,20 +195,20 @@ def commit_results(
     run_id: str,
     run_date: dt.date,
     started_ms: int,
-    mode: Literal["replace", "error"],
+    mode: Literal["overwrite", "error"],
 ) -> int:
     """Commit a run's staged RESULTS rows for ``run_date`` in ONE Delta commit; returns its version.
 
-    ``mode="replace"``: ``replaceWhere run_date = D`` with transaction version ``started_ms``: a run
+    ``mode="overwrite"``: ``replaceWhere run_date = D`` with transaction version ``started_ms``: a run
     that started before the date's last committed run is skipped by Delta (it never undoes a
     newer run). ``mode="error"``: transaction version 0, so of two runs that both found the date
     empty only the first commit lands. Either way a skipped commit raises :class:`RunError`.
     """
     uri = cfg.resolve(cfg.tables.results)
-    version = started_ms if mode == "replace" else 0
+    version = started_ms if mode == "overwrite" else 0
     log.info("run %s: committing results", run_id)
     write.write_partition(
-        staged, uri, table="results", run_date=run_date.isoformat(), mode="replace" if mode == "replace" else "append",
+        staged, uri, table="results", run_date=run_date.isoformat(), mode="replace" if mode == "overwrite" else "append",
         txn=(txn_app_id(run_date), version), user_metadata=run_id,
     )
     landed = write.commit_version(staged.sparkSession, uri, run_id)

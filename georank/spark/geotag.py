@@ -226,7 +226,7 @@ def run_geotag(
     photos_uri: str,
     run_date: dt.date,
     run_id: str,
-    mode: Literal["replace", "error"] = "replace",
+    mode: Literal["overwrite", "error"] = "overwrite",
 ) -> dict[str, Any]:
     """Run the nightly job for one date; returns the summary counts and per-stage seconds.
     The date's rows land in ONE commit of ``tables.results`` or not at all (:mod:`georank.spark.commit`)."""
@@ -256,7 +256,7 @@ def _compute_and_commit(
     staging: Staging,
     *,
     photos_uri: str,
-    mode: Literal["replace", "error"],
+    mode: Literal["overwrite", "error"],
 ) -> dict[str, Any]:
     """Compute every photo into the staging folder, check the counts, commit once."""
     from pyspark.sql import functions as F

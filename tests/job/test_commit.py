@@ -76,9 +76,9 @@ def test_one_app_id_for_every_date_loses_a_night_and_the_history_check_sees_it(s
 def test_per_date_transaction_ids_keep_every_date(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = _cfg(tmp_path)
     v2 = commit.commit_results(_df(spark, _rows("r2", D2, ["a", "b"])), cfg, run_id="r2", run_date=D2, started_ms=200,
-                               mode="replace")
+                               mode="overwrite")
     v1 = commit.commit_results(_df(spark, _rows("r1", D1, ["a"], bad=("a",))), cfg, run_id="r1", run_date=D1,
-                               started_ms=100, mode="replace")
+                               started_ms=100, mode="overwrite")
     assert v1 > v2
     assert _by_date(cfg.tables.results) == {D1: {"r1"}, D2: {"r2"}}
     assert read_errors(cfg.tables.results).to_pylist()[0]["stage"] == "decode"
@@ -87,11 +87,11 @@ def test_per_date_transaction_ids_keep_every_date(spark, tmp_path: Path) -> None
 
 def test_an_older_run_of_the_same_date_never_undoes_a_newer_one(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = _cfg(tmp_path)
-    commit.commit_results(_df(spark, _rows("new", D1, ["a"])), cfg, run_id="new", run_date=D1, started_ms=200, mode="replace")
+    commit.commit_results(_df(spark, _rows("new", D1, ["a"])), cfg, run_id="new", run_date=D1, started_ms=200, mode="overwrite")
     with pytest.raises(RunError, match=r"run old: expected its commit in the history of .*, got none: Delta skipped it "
                                        r"\(txnAppId georank-geotag:2026-11-21, txnVersion 100\)"):
         commit.commit_results(_df(spark, _rows("old", D1, ["a"])), cfg, run_id="old", run_date=D1, started_ms=100,
-                              mode="replace")
+                              mode="overwrite")
     assert _by_date(cfg.tables.results) == {D1: {"new"}}
 
 
@@ -109,7 +109,7 @@ def test_two_error_mode_runs_of_one_date_cannot_both_write(spark, tmp_path: Path
 def test_views_filter_the_results_table(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = _cfg(tmp_path, views_schema="georank_views_test")
     commit.commit_results(_df(spark, _rows("r", D1, ["a", "b", "c"], bad=("b",))), cfg, run_id="r", run_date=D1,
-                          started_ms=1, mode="replace")
+                          started_ms=1, mode="overwrite")
     preds = spark.sql("SELECT photo_id FROM georank_views_test.predictions ORDER BY photo_id").collect()
     errs = spark.sql("SELECT photo_id, stage, reason FROM georank_views_test.errors").collect()
     assert [r.photo_id for r in preds] == ["a", "c"]
