@@ -37,22 +37,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def child(photos: int, cache_mb: int, skip: bool) -> dict[str, Any]:
-    import pyarrow as pa
 
     from georank.candidates import from_neighbours
     from georank.config import load_config
-    from georank.pipeline import RunInfo, decode_photos, embed_isolated, retrieve_isolated
     from georank.rank import get_scorer
     from georank.ranking import rank_and_decide
 
     os.chdir(ROOT)
     cfg = load_config(ROOT / "conf" / "local.yaml", [f"rank.feature_cache_mb={cache_mb}", f"skip.enabled={str(skip).lower()}"])
-    queries = sorted((ROOT / "demo" / "queries").glob("*.jpg"))[:photos]
-    table = pa.table({"photo_id": [q.stem for q in queries], "uri": [str(q) for q in queries],
-                      "image_bytes": pa.nulls(len(queries), pa.binary())})
-    run = RunInfo("bench", dt.date(2026, 11, 30))
-    ok, emb, version, _ = embed_isolated(decode_photos(table, cfg), cfg, run)
-    ok, neighbours, _ = retrieve_isolated(ok, emb, cfg, run, embed_version=version)
+    ok, neighbours, version, run = _retrieved_queries(cfg, photos)
     scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)  # loaded before the clock
     per = cfg.input.photos_per_partition
     parts, scores, seconds = [], {}, 0.0
@@ -75,14 +68,28 @@ def child(photos: int, cache_mb: int, skip: bool) -> dict[str, Any]:
     }
 
 
+def _retrieved_queries(cfg: Any, photos: int) -> tuple[Any, Any, str, Any]:
+    """The first ``photos`` demo queries decoded, embedded and retrieved (what both arms rank):
+    (decoded rows, neighbours, embed version, run info)."""
+    import pyarrow as pa
+
+    from georank.pipeline import RunInfo, decode_photos, embed_isolated, retrieve_isolated
+
+    queries = sorted((ROOT / "demo" / "queries").glob("*.jpg"))[:photos]
+    table = pa.table({"photo_id": [q.stem for q in queries], "uri": [str(q) for q in queries],
+                      "image_bytes": pa.nulls(len(queries), pa.binary())})
+    run = RunInfo("bench", dt.date(2026, 11, 30))
+    ok, emb, version, _ = embed_isolated(decode_photos(table, cfg), cfg, run)
+    ok, neighbours, _ = retrieve_isolated(ok, emb, cfg, run, embed_version=version)
+    return ok, neighbours, version, run
+
+
 def interleaved(photos: int, reps: int, cache_mb: int) -> None:
     """One Python worker, one partition of ``photos`` demo queries (skip rule off): rank_and_decide
     with the cache off and on (emptied before each call: only repeats WITHIN the partition hit),
     alternated ``reps`` times; min seconds of each (robust to other work on the machine)."""
-    import pyarrow as pa
 
     from georank.config import load_config
-    from georank.pipeline import RunInfo, decode_photos, embed_isolated, retrieve_isolated
     from georank.rank import get_scorer
     from georank.rank.features import FeatureCache
     from georank.ranking import rank_and_decide
@@ -90,12 +97,7 @@ def interleaved(photos: int, reps: int, cache_mb: int) -> None:
     os.chdir(ROOT)
     cfgs = {mb: load_config(ROOT / "conf" / "local.yaml", [f"rank.feature_cache_mb={mb}", "skip.enabled=false"]) for mb in (0, cache_mb)}
     cfg = cfgs[0]
-    queries = sorted((ROOT / "demo" / "queries").glob("*.jpg"))[:photos]
-    table = pa.table({"photo_id": [q.stem for q in queries], "uri": [str(q) for q in queries],
-                      "image_bytes": pa.nulls(len(queries), pa.binary())})
-    run = RunInfo("bench", dt.date(2026, 11, 30))
-    ok, emb, version, _ = embed_isolated(decode_photos(table, cfg), cfg, run)
-    ok, neighbours, _ = retrieve_isolated(ok, emb, cfg, run, embed_version=version)
+    ok, neighbours, version, run = _retrieved_queries(cfg, photos)
     best: dict[int, float] = {0: float("inf"), cache_mb: float("inf")}
     for _ in range(reps):
         for mb, c in cfgs.items():
