@@ -8,7 +8,6 @@ with its shard, or an error with its stage (``input``: null id, bad coordinates,
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -17,15 +16,17 @@ import pyarrow as pa
 from georank import schema as S
 from georank.config import GeorankConfig
 from georank.errors import PhotoError
+from georank.geo import latlon_problem
 from georank.index import shard_of
 
 
 def _bad_coords(lat: Any, lon: Any) -> str | None:
-    if lat is None or lon is None:
+    problem = latlon_problem(lat, lon)
+    if problem == "missing":
         return f"missing coordinates: lat_deg={lat}, lon_deg={lon}; expected both"
-    if not (math.isfinite(lat) and math.isfinite(lon)):
+    if problem == "non_finite":
         return f"coordinates are not finite numbers: lat_deg={lat}, lon_deg={lon}"
-    if not (-90.0 <= lat <= 90.0) or not (-180.0 <= lon <= 180.0):
+    if problem == "out_of_range":
         return f"coordinates out of range: lat_deg={lat}, lon_deg={lon}; expected [-90, 90] x [-180, 180]"
     return None
 

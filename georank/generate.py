@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,7 @@ import torch
 
 from georank.config import GeneratedConfig, GeorankConfig, RankConfig
 from georank.errors import CheckpointError
+from georank.geo import latlon_problem
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,8 @@ def _check(lat: Any, lon: Any) -> Parsed:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return Parsed(None, "not_a_number")
     lat_deg, lon_deg = float(lat), float(lon)
-    if not (math.isfinite(lat_deg) and math.isfinite(lon_deg)):
-        return Parsed(None, "non_finite")
-    if not (-90.0 <= lat_deg <= 90.0 and -180.0 <= lon_deg <= 180.0):
-        return Parsed(None, "out_of_range")
-    return Parsed((lat_deg, lon_deg))
+    problem = latlon_problem(lat_deg, lon_deg)  # non_finite | out_of_range | None
+    return Parsed(None, problem) if problem else Parsed((lat_deg, lon_deg))
 
 
 def parse_answer(text: str) -> Parsed:

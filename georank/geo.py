@@ -13,11 +13,32 @@ from geographiclib.geodesic import Geodesic
 _WGS84 = Geodesic.WGS84
 
 
+def latlon_problem(lat_deg: float | None, lon_deg: float | None) -> str | None:
+    """What is wrong with a coordinate pair: ``"missing"``, ``"non_finite"``, ``"out_of_range"``
+    (outside [-90, 90] x [-180, 180]), or None when it is a valid WGS-84 position. The one
+    coordinate check; callers word the reason for their own rows.
+
+    >>> latlon_problem(32.3, -64.8), latlon_problem(None, 1.0), latlon_problem(91.0, 0.0)
+    (None, 'missing', 'out_of_range')
+    """
+    if lat_deg is None or lon_deg is None:
+        return "missing"
+    if not (math.isfinite(lat_deg) and math.isfinite(lon_deg)):
+        return "non_finite"
+    if not (-90.0 <= lat_deg <= 90.0 and -180.0 <= lon_deg <= 180.0):
+        return "out_of_range"
+    return None
+
+
 def valid_latlon(lat_deg: float | None, lon_deg: float | None) -> bool:
     """True for finite coordinates inside [-90, 90] x [-180, 180]."""
-    if lat_deg is None or lon_deg is None:
-        return False
-    return math.isfinite(lat_deg) and math.isfinite(lon_deg) and -90 <= lat_deg <= 90 and -180 <= lon_deg <= 180
+    return latlon_problem(lat_deg, lon_deg) is None
+
+
+def valid_latlon_mask(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+    """:func:`valid_latlon` over arrays (n,): a boolean mask (n,)."""
+    lat, lon = np.asarray(lat_deg, dtype=np.float64), np.asarray(lon_deg, dtype=np.float64)
+    return np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90.0) & (np.abs(lon) <= 180.0)
 
 
 def geodesic_km(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float) -> float:

@@ -51,6 +51,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from georank.errors import InputError, SetupError
+from georank.geo import valid_latlon_mask
 from georank.schema import PLACE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ def reverse_geocode(
         )
     if invalid not in ("error", "none"):
         raise InputError(f"reverse_geocode: invalid must be one of ['error', 'none'], got {invalid!r}")
-    ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    ok = valid_latlon_mask(lat, lon)
     if not ok.all() and invalid == "error":
         bad = np.flatnonzero(~ok)
         raise InputError(
