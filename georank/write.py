@@ -45,6 +45,14 @@ def is_delta(spark: "SparkSession", uri: str) -> bool:
     return bool(DeltaTable.isDeltaTable(spark, uri))
 
 
+def date_has_rows(spark: "SparkSession", uri: str, run_date: str) -> bool:
+    """Whether the Delta table at ``uri`` exists and holds rows of ``run_date`` (YYYY-MM-DD): the one
+    "date already has rows" check (``mode='error'`` writes, the geotag job's ``--mode error``)."""
+    return is_delta(spark, uri) and bool(
+        spark.read.format("delta").load(uri).where(f"run_date = DATE'{run_date}'").limit(1).count()
+    )
+
+
 def ensure_table(spark: "SparkSession", uri: str, *, table: str, description: str = "") -> None:
     """Create the Delta table ``table`` (a key of :data:`georank.schema.TABLES`) at ``uri`` if it
     does not exist; if it does, check its columns match the declared schema."""
@@ -112,8 +120,7 @@ def write_partition(
     elif mode == "append":
         out.mode("append").save(uri)
     elif mode == "error":
-        existing = spark.read.format("delta").load(uri).where(f"run_date = DATE'{run_date}'").limit(1).count()
-        if existing:
+        if date_has_rows(spark, uri, run_date):
             raise WriteError(
                 f"table {table} at {uri} already has rows for run_date {run_date}; "
                 "expected none with mode='error' (use mode='replace' to rerun the date)"

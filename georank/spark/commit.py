@@ -171,17 +171,10 @@ def remove_stale_staging(spark: "SparkSession", cfg: GeorankConfig, *, now_ms: i
     return removed
 
 
-def date_has_rows(spark: "SparkSession", uri: str, run_date: dt.date) -> bool:
-    """Whether the results table at ``uri`` holds rows of ``run_date``."""
-    return write.is_delta(spark, uri) and bool(
-        spark.read.format("delta").load(uri).where(f"run_date = DATE'{run_date.isoformat()}'").limit(1).count()
-    )
-
-
 def refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date) -> None:
     """``--mode error``: fail early when the date already has rows (the commit checks it again atomically)."""
     uri = cfg.resolve(cfg.tables.results)
-    if date_has_rows(spark, uri, run_date):
+    if write.date_has_rows(spark, uri, run_date.isoformat()):
         raise WriteError(
             f"{uri} already has rows for run_date {run_date.isoformat()}; expected none with --mode error "
             "(use --mode overwrite to rerun the date)"
