@@ -13,10 +13,10 @@ class DemoConfig(_Section):
     """The embedded demo world (synthetic photos, tiny models); built if missing."""
 
     ensure: bool = False  # build demo data, tiny models and index before the job if absent
-    root: str = "demo"
-    gallery_photos: int = Field(3000, ge=10)
-    query_photos: int = Field(200, ge=1)
-    seed: int = 0
+    root: str = "demo"  # folder of the synthetic demo world, its tiny models and index
+    gallery_photos: int = Field(3000, ge=10)  # geotagged gallery photos the demo world renders
+    query_photos: int = Field(200, ge=1)  # held-out query photos (demo/queries), never trained on
+    seed: int = 0  # the demo world's and tiny models' random seed
     # The demo ranker is trained (georank.train.demo) on groups built from the demo GALLERY (never
     # the held-out demo/queries), with the train section's settings; 0 and 0: the random tiny ranker.
     train_warmup_steps: int = Field(0, ge=0)  # stage 1: all weights trainable (stands in for pretraining)
@@ -57,7 +57,7 @@ class TrainConfig(_Section):
     # How a query's group is chosen: "retrieved" = its first group_size retrieved neighbours (the
     # reference); "spread" = the nearest gallery photo, then one photo in each of spread_bands_km.
     grouping: Literal["retrieved", "spread"] = "retrieved"
-    spread_bands_km: list[tuple[float, float]] = Field(
+    spread_bands_km: list[tuple[float, float]] = Field(  # (min_km, max_km) per band, grouping "spread"
         default_factory=lambda: [(50.0, 300.0), (500.0, 1500.0), (2000.0, 5000.0), (8000.0, 20100.0)]
     )
     group_size: int = Field(5, ge=2)  # G: candidates per query (reference 5; its README 7)

@@ -19,8 +19,8 @@ class GpuConfig(_Section):
 class SparkConfig(_Section):
     """The Spark session the job builds; ``master`` is overridden by spark-submit --master."""
 
-    app_name: str = "georank"
-    master: str = "local[*]"
+    app_name: str = "georank"  # Spark application name (UI, event log)
+    master: str = "local[*]"  # Spark master URL; spark-submit --master overrides it
     jars_dir: str = "jars/delta"  # filled by scripts/setup.sh (mvn dependency:copy-dependencies)
     s3a_jars_dir: str = "jars/s3a"  # only needed when a table URI is s3a://
     conf: dict[str, str] = Field(default_factory=dict)  # extra spark.* settings, verbatim
@@ -36,9 +36,9 @@ class TablesConfig(_Section):
     # When set, the job declares the views <views_schema>.predictions and <views_schema>.errors over
     # the results table in the session's catalog (Hive metastore or Unity Catalog); null: no views.
     views_schema: str | None = None
-    gallery: str = "warehouse/gallery"
-    gallery_embeddings: str = "warehouse/gallery_embeddings"
-    gallery_errors: str = "warehouse/gallery_errors"
+    gallery: str = "warehouse/gallery"  # the geotagged gallery table (Delta or Parquet)
+    gallery_embeddings: str = "warehouse/gallery_embeddings"  # the index build's embeddings of the gallery (Delta)
+    gallery_errors: str = "warehouse/gallery_errors"  # gallery rows the index build could not use, with reasons (Delta, by run_date)
     eval_results: str = "warehouse/eval_results"  # evaluate job: accuracy per run, benchmark, method and radius
 
 
@@ -57,7 +57,7 @@ class S3Config(_Section):
     standard AWS chain (env, profile, instance role), never from this file."""
 
     endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 for an S3-protocol server
-    region: str = "us-east-1"
+    region: str = "us-east-1"  # S3 region (signing)
     path_style: bool = False  # path-style addressing (needed by most S3-protocol servers)
 
 

@@ -13,7 +13,7 @@ class InputConfig(_Section):
     """Where the night's photos come from and how they are partitioned."""
 
     photos: str = "demo/queries"  # a Delta/Parquet table, a folder of images or s3://bucket/prefix
-    photos_per_partition: int = Field(64, ge=1)
+    photos_per_partition: int = Field(64, ge=1)  # photos per Spark task (one partition)
     # Photos per Arrow batch through decode and geotag: a task holds one batch of decoded pixels
     # at a time, so its memory is bounded whatever the partition size.
     photos_per_batch: int = Field(32, ge=1)
@@ -48,9 +48,9 @@ class EmbedConfig(_Section):
     heads_uri: str | None = None  # G3 variant: safetensors with the two 768->768->768 MLP heads
     kind: Literal["clip", "g3"] = "clip"  # clip: projection only; g3: [proj, text head, gps head]
     image_size: int = Field(224, ge=8)  # resize shortest side + centre crop
-    batch_size: int = Field(32, ge=1)
-    device: Device = "cpu"
-    dtype: DType = "float32"
+    batch_size: int = Field(32, ge=1)  # images per embedder forward pass
+    device: Device = "cpu"  # cuda: the executor's GPU (spark.gpu) or the host's
+    dtype: DType = "float32"  # weights and activations
 
 
 class IndexConfig(_Section):
@@ -61,7 +61,7 @@ class IndexConfig(_Section):
     # cells); ivfpq = IVF-PQ alone (approximate scores); ivfpq_refine = IVF-PQ shortlist of
     # k * k_factor, re-ranked by exact inner product (IndexRefineFlat)
     type: Literal["flat", "ivfflat", "ivfpq", "ivfpq_refine"] = "flat"
-    shards: int = Field(2, ge=1)
+    shards: int = Field(2, ge=1)  # index shards (gallery rows hashed by id), built in parallel
     nlist: int = Field(1024, ge=1)  # IVF cells (ivfflat, ivfpq, ivfpq_refine)
     pq_m: int = Field(64, ge=1)  # PQ sub-quantisers (ivfpq, ivfpq_refine); must divide the embedding dim
     pq_bits: int = Field(8, ge=1, le=16)  # bits per PQ code (ivfpq, ivfpq_refine)
@@ -76,13 +76,13 @@ class RetrieveConfig(_Section):
 
     k: int = Field(20, ge=1)  # neighbours retrieved (reference: 20)
     negatives_from: int = Field(15, ge=0)  # 0-based: neighbours [15, 20) are the five negatives
-    negatives_count: int = Field(5, ge=0)
+    negatives_count: int = Field(5, ge=0)  # how many negatives the prompt names (0: none)
 
 
 class GeneratedConfig(_Section):
     """Candidates a vision-language model proposes (JSON prompt); see georank.candidates."""
 
-    enabled: bool = False
+    enabled: bool = False  # true: add the VLM's proposed locations (model_uri, else the ranker's base) as candidates
     n: int = Field(3, ge=0)  # valid answers kept as candidates; README of the reference: 3; its evaluate script: 5
     samples: int = Field(5, ge=1)  # answers sampled per photo (one generate call per batch); the reference: 10
     temperature: float = Field(1.2, ge=0)  # sampling temperature (the reference: 1.2); 0 = greedy, one answer
@@ -95,7 +95,7 @@ class GeneratedConfig(_Section):
 class PrototypeConfig(_Section):
     """Learned geographic-cell prototypes as extra retrieval keys (Lindenberger et al. 2025)."""
 
-    enabled: bool = False
+    enabled: bool = False  # needs the prototypes' index at uri (jobs/build_cells.py)
     uri: str | None = "demo/cells"  # folder or s3:// prefix of the prototypes' index (jobs/build_cells.py)
     k: int = Field(3, ge=0)  # top prototypes (by inner product with the query) kept as candidates
     start_level: int = Field(4, ge=0, le=15)  # S2 level every cell starts from
@@ -120,13 +120,13 @@ class RankConfig(_Section):
 
     base_model_uri: str = "demo/models/ranker/base"  # from_pretrained directory (local or s3://)
     adapter_uri: str = "demo/models/ranker/adapter"  # PEFT directory with the score head inside
-    device: Device = "cpu"
+    device: Device = "cpu"  # cuda: the executor's GPU (spark.gpu) or the host's
     dtype: DType = "float32"  # the published checkpoint runs in bfloat16
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"  # attention kernel (flash_attention_2 needs the package and a GPU)
     shared_prefix: bool = True  # score candidates against one cached prefix per photo
-    photos_per_batch: int = Field(4, ge=1)
-    candidates_per_batch: int = Field(16, ge=1)
-    min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
+    photos_per_batch: int = Field(4, ge=1)  # query photos ranked together (one rank batch; its candidate images live only for it)
+    candidates_per_batch: int = Field(16, ge=1)  # candidates scored per forward pass against one cached prefix
+    min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)  # smallest image the ranker's processor lets through (upscaled to it)
     # The ranker's token budget (reference: 16384 x 28 x 28), WITHIN decode.max_side_px, which caps what
     # every stage sees: a value set above max_side_px^2 could never bind and is refused at load.
     max_pixels: int = Field(16384 * 28 * 28, ge=28 * 28)  # lower it for throughput
@@ -143,7 +143,7 @@ class RankConfig(_Section):
 class SkipConfig(_Section):
     """Skip the ranker when the retrieved neighbours already agree."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: every photo is ranked
     spread_km: float = Field(25.0, ge=0)  # median geodesic distance of the top-k to their centre
     top_k: int = Field(5, ge=1)  # how many top neighbours must agree
     take: Literal["top1", "centre"] = "top1"  # the prediction when skipped
