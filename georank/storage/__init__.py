@@ -8,16 +8,18 @@ Failures are :class:`~georank.errors.StorageError` with a sentence naming the UR
 their own errors (an error row, an index error).
 
 :func:`local_path` gives a local file or folder for an artifact, downloading an ``s3://`` one
-once per host into a locked cache (:mod:`georank.storage.cache`).
+once per host into a locked cache (:mod:`georank.storage.cache`); :func:`file_digest` and
+:func:`digest` hash local files once per host (:mod:`georank.storage.digests`).
 
 The package, by job: :mod:`~georank.storage.s3` (URIs, clients, errors),
 :mod:`~georank.storage.files` (read, ranged read, list, write), :mod:`~georank.storage.cache`
-(the artifact cache).
+(the artifact cache), :mod:`~georank.storage.digests` (content digests).
 """
 
 from __future__ import annotations
 
 from georank.storage.cache import cache_root, local_path
+from georank.storage.digests import digest, file_digest, sha256_file
 from georank.storage.files import (
     StoredFile,
     exists,
@@ -28,7 +30,6 @@ from georank.storage.files import (
     read_bytes,
     read_range,
     read_text,
-    sha256_file,
     stat_file,
 )
 from georank.storage.s3 import S3_SCHEMES, is_s3, join_uri, local_of, s3_client, split_s3, worker_client
@@ -37,7 +38,9 @@ __all__ = [
     "S3_SCHEMES",
     "StoredFile",
     "cache_root",
+    "digest",
     "exists",
+    "file_digest",
     "is_s3",
     "join_uri",
     "list_files",

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import uuid
@@ -187,16 +186,7 @@ def put_bytes(data: bytes, uri: str, s3: S3Config) -> None:
     os.replace(tmp, dest)
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a local file, hex, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 __all__ = [
     "StoredFile", "exists", "list_files", "open_input", "put_bytes", "put_file", "read_bytes", "read_range",
-    "read_text", "sha256_file", "stat_file",
+    "read_text", "stat_file",
 ]

@@ -110,3 +110,87 @@ def test_stat_file_gives_the_size_and_version_tag_list_files_gives(s3_bucket: ob
     assert err.value.kind == "not_found"
     with pytest.raises(StorageError, match=r"^expected a file, got a directory: "):
         storage.stat_file(str(tmp_path / "d"), S3)
+
+
+# ----------------------------------------------------------------------------- file digests
+
+
+@pytest.fixture
+def digest_reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
+    """A fresh host digest cache; the list of files whose bytes were hashed, in order."""
+    from georank.storage import digests
+
+    monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(digests, "_memo", {})
+    reads: list[Path] = []
+    real = digests._feed
+
+    def counting(h: object, path: Path) -> None:
+        reads.append(Path(path))
+        threading.Event().wait(0.05)  # a slow disk: concurrent callers overlap
+        real(h, path)
+
+    monkeypatch.setattr(digests, "_feed", counting)
+    return reads
+
+
+def test_a_file_is_hashed_once_per_host_and_again_when_it_changes(tmp_path: Path, digest_reads: list[Path]) -> None:
+    import hashlib
+    import os
+
+    from georank.storage import digests
+
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(b"weights v1")
+    want = hashlib.sha256(b"weights v1").hexdigest()
+    assert storage.file_digest(f) == want and storage.file_digest(f) == want
+    assert digest_reads == [f]  # the second call: this process remembered it
+    digests._memo.clear()  # a new Python worker on the same host: the stored digest, no read
+    assert storage.file_digest(f) == want and digest_reads == [f]
+    assert storage.sha256_file(f) == want and len(digest_reads) == 2  # the uncached check reads
+
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # touched: same bytes, hashed again
+    digests._memo.clear()
+    assert storage.file_digest(f) == want and len(digest_reads) == 3
+    f.write_bytes(b"weights v2")  # rewritten with the same size
+    assert storage.file_digest(f) == hashlib.sha256(b"weights v2").hexdigest() and len(digest_reads) == 4
+    stored = sorted(p.name for p in (tmp_path / "cache" / "digests").iterdir())
+    assert len(stored) == 2 and ".lock" in stored  # the stale entries were dropped, the live one kept
+    with pytest.raises(StorageError, match=r"^file not found: .*/gone$") as err:
+        storage.file_digest(tmp_path / "gone")
+    assert err.value.kind == "not_found"
+
+
+def test_workers_hashing_one_file_at_once_read_it_once(tmp_path: Path, digest_reads: list[Path]) -> None:
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(bytes(range(256)) * 1024)
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.append(storage.file_digest(f))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and len(set(got)) == 1 and digest_reads == [f]
+
+
+def test_an_unwritable_cache_still_gives_the_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from georank.storage import digests
+
+    (tmp_path / "not_a_dir").write_text("x")
+    monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "not_a_dir"))
+    monkeypatch.setattr(digests, "_memo", {})
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"abc")
+    assert storage.file_digest(f) == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_an_s3_artifact_is_hashed_in_the_local_cache(s3_bucket: object) -> None:
+    import hashlib
+
+    _put_model(s3_bucket, b"remote weights")
+    folder = storage.local_path(f"s3://{BUCKET}/models/clip", S3)
+    assert storage.file_digest(folder / "weights.bin") == hashlib.sha256(b"remote weights").hexdigest()
+    assert (folder.parents[2] / "digests").is_dir()  # beside the artifacts, under the one cache root
