@@ -26,7 +26,6 @@ worker, cached by (URI, heads URI, kind, size, device, dtype); the device names 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -63,17 +62,18 @@ def _is_weight_file(name: str) -> bool:
 
 def checkpoint_version(model_dir: Path, heads_file: Path | None, *, kind: str, image_size: int) -> str:
     """A content hash of everything that decides the vectors: the checkpoint's config and
-    weights, the heads file (g3), the kind and the crop size. 16 hex chars."""
-    h = hashlib.sha256(f"kind={kind};image_size={image_size}".encode())
+    weights, the heads file (g3), the kind and the crop size. 16 hex chars: the sha256 of
+    ``kind=..;image_size=..`` then, per file, ``\\0name\\0`` and its bytes. The files are read
+    once per host (:func:`georank.storage.digest`); the value is the one indexes were built with."""
+    from georank.storage import digest
+
     files = sorted(p for p in model_dir.iterdir() if p.is_file() and _is_weight_file(p.name))
     if heads_file is not None:
         files.append(heads_file)
+    parts: list[bytes | Path] = [f"kind={kind};image_size={image_size}".encode()]
     for f in files:
-        h.update(b"\0" + f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+        parts += [b"\0" + f.name.encode() + b"\0", f]
+    return digest(parts)[:16]
 
 
 class Embedder:

@@ -19,7 +19,6 @@ safetensors only: no pickle, no ``torch.load``. Artifacts are local paths or ``s
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -227,40 +226,47 @@ def load_ranker(
 # --- versions -----------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a local file, remembered by (path, size, mtime): a reused worker hashes once."""
-    from georank.storage import sha256_file
+# Files of a base directory that decide its scores, besides the weights (*.safetensors and
+# model.safetensors.index.json): the architecture, and what the processor reads to build the
+# prompt's tokens and pixels. generation_config.json is left out: no text is generated.
+MODEL_FILES = (
+    "config.json",
+    "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "preprocessor_config.json", "processor_config.json",
+    "chat_template.json", "chat_template.jinja",
+)
 
-    return sha256_file(Path(path))
 
-
-def _safetensors_header(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return f.read(n)
+def _model_files(base_dir: Path) -> list[Path]:
+    weights = _safetensors_files(base_dir) + sorted(base_dir.glob("*.safetensors.index.json"))
+    return sorted([p for p in (base_dir / n for n in MODEL_FILES) if p.is_file()] + weights, key=lambda p: p.name)
 
 
 def adapter_version(adapter_dir: Path) -> str:
-    """Content hash (16 hex) of ``adapter_model.safetensors`` + ``adapter_config.json``."""
+    """Content hash (16 hex) of ``adapter_model.safetensors`` + ``adapter_config.json``; each file
+    read once per host (:func:`georank.storage.file_digest`)."""
+    from georank.storage import file_digest
+
     h = hashlib.sha256()
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         p = adapter_dir / name
         if not p.is_file():
             raise CheckpointError(f"adapter {adapter_dir}: expected {name}, got none")
-        st = p.stat()
-        h.update(name.encode() + _file_digest(str(p), st.st_size, st.st_mtime_ns).encode())
+        h.update(name.encode() + file_digest(p).encode())
     return h.hexdigest()[:16]
 
 
 def model_version(base_dir: Path) -> str:
-    """Fingerprint (16 hex) of a base directory: ``config.json`` and every safetensors file's
-    name, size and header (tensor names, dtypes, shapes, offsets). Cheap for a 15 GB model;
-    an s3:// artifact is already keyed by its ETags in :func:`georank.storage.local_path`."""
+    """Content hash (16 hex) of a base directory: every weight file (``*.safetensors``, shards
+    included, and the shard index), ``config.json`` and the tokenizer, processor and chat
+    template files (:data:`MODEL_FILES`), by name and sha256. Each file is read once per host
+    (:func:`georank.storage.file_digest`): the first worker hashes a 15 GB model (~15-30 s), the
+    others read the stored digest."""
+    from georank.storage import file_digest
+
+    if not (base_dir / "config.json").is_file():
+        raise CheckpointError(f"base model {base_dir}: expected a from_pretrained directory with config.json, got none")
     h = hashlib.sha256()
-    cfg = base_dir / "config.json"
-    if cfg.is_file():
-        h.update(cfg.read_bytes())
-    for p in _safetensors_files(base_dir):
-        h.update(p.name.encode() + str(p.stat().st_size).encode() + _safetensors_header(p))
+    for p in _model_files(base_dir):
+        h.update(p.name.encode() + b"\0" + file_digest(p).encode() + b"\0")
     return h.hexdigest()[:16]

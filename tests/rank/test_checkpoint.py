@@ -201,3 +201,78 @@ def test_cuda_without_a_gpu_fails_clearly(tiny_new, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(CheckpointError, match="rank.device is 'cuda' but torch sees no CUDA device"):
         load_ranker(*tiny_new, device="cuda")
+
+
+# --- versions: content hashes, each file read once per host -----------------------------
+
+
+@pytest.fixture
+def digest_cache(tmp_path, monkeypatch):
+    """A fresh host digest cache (on disk and in this process)."""
+    from georank.storage import digests as digest_mod
+
+    monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(digest_mod, "_memo", {})
+    reads: list[str] = []
+    real = digest_mod._feed
+
+    def counting(h, path):
+        reads.append(Path(path).name)
+        real(h, path)
+
+    monkeypatch.setattr(digest_mod, "_feed", counting)
+    return reads
+
+
+def _sharded_base(out: Path, seed: int) -> Path:
+    """A base directory as large checkpoints ship: two safetensors shards + the index json,
+    tokenizer and processor files; same names, shapes and headers for every seed."""
+    from safetensors.numpy import save_file as save_np
+
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    (out / "config.json").write_text('{"model_type": "qwen2_vl", "hidden_size": 8}')
+    shards = {"model-00001-of-00002.safetensors": ["a.weight"], "model-00002-of-00002.safetensors": ["b.weight"]}
+    for fname, keys in shards.items():
+        save_np({k: rng.standard_normal((4, 8)).astype(np.float32) for k in keys}, str(out / fname))
+    weight_map = {k: fname for fname, keys in shards.items() for k in keys}
+    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (out / "tokenizer_config.json").write_text('{"padding_side": "left"}')
+    (out / "preprocessor_config.json").write_text('{"patch_size": 14}')
+    (out / "generation_config.json").write_text('{"temperature": 0.7}')
+    return out
+
+
+def test_model_version_tells_retrained_weights_apart(tmp_path, digest_cache) -> None:
+    """Same architecture, shapes and headers, other weights (a retrained base): other version.
+    (The old fingerprint hashed names, sizes and headers only and gave both the same.)"""
+    from georank.rank.checkpoint import model_version
+
+    a, b = _sharded_base(tmp_path / "a", seed=0), _sharded_base(tmp_path / "b", seed=1)
+    shard = "model-00002-of-00002.safetensors"
+    assert (a / shard).stat().st_size == (b / shard).stat().st_size
+    va = model_version(a)
+    assert re.fullmatch(r"[0-9a-f]{16}", va) and va != model_version(b)
+    assert model_version(_sharded_base(tmp_path / "a_copy", seed=0)) == va  # content, not the path
+    (a / "generation_config.json").write_text('{"temperature": 0.1}')  # no text is generated: no effect
+    assert model_version(a) == va
+    (a / "tokenizer_config.json").write_text('{"padding_side": "right"}')  # the prompt's tokens: counts
+    assert model_version(a) != va
+
+
+def test_versions_read_each_file_once(tmp_path, tiny_new, digest_cache) -> None:
+    from georank.rank.checkpoint import adapter_version, model_version
+    from georank.storage import digests as digest_mod
+
+    base = _sharded_base(tmp_path / "base", seed=0)
+    first = model_version(base)
+    hashed = sorted(digest_cache)
+    assert hashed == sorted([
+        "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json", "preprocessor_config.json", "tokenizer_config.json",
+    ])
+    av = adapter_version(tiny_new[1])
+    assert model_version(base) == first and adapter_version(tiny_new[1]) == av
+    digest_mod._memo.clear()  # a new worker process on the same host: reads the stored digests
+    assert model_version(base) == first and adapter_version(tiny_new[1]) == av
+    assert len(digest_cache) == len(hashed) + 2  # + the adapter's config and weights, once each

@@ -58,6 +58,30 @@ def test_version_is_a_content_hash(tiny_clip: Path, tmp_path: Path) -> None:
     assert load_embedder(EmbedConfig(model_uri=str(build_tiny_clip(tmp_path / "other", seed=1))), S3).version != v1
 
 
+def test_version_keeps_its_value_and_reads_the_files_once(tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint_version through the host's digest cache equals the formula indexes were built
+    with (every byte streamed after kind, size and each file's name), and reads each file once."""
+    import hashlib
+
+    from georank.embed import checkpoint_version
+    from georank.storage import digests
+
+    monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(digests, "_memo", {})
+    heads = tiny_clip / TINY_HEADS_FILE
+    ref = hashlib.sha256(b"kind=g3;image_size=224")
+    for f in [tiny_clip / n for n in ("config.json", "model.safetensors", "preprocessor_config.json")] + [heads]:
+        ref.update(b"\0" + f.name.encode() + b"\0" + f.read_bytes())
+    reads: list[Path] = []
+    real = digests._feed
+    monkeypatch.setattr(digests, "_feed", lambda h, p: (reads.append(p), real(h, p))[1])
+    assert checkpoint_version(tiny_clip, heads, kind="g3", image_size=224) == ref.hexdigest()[:16]
+    assert len(reads) == 4
+    digests._memo.clear()  # another worker on this host
+    assert checkpoint_version(tiny_clip, heads, kind="g3", image_size=224) == ref.hexdigest()[:16]
+    assert len(reads) == 4
+
+
 def test_wrong_image_size_names_the_key(tiny_clip: Path) -> None:
     with pytest.raises(ConfigError, match=r"embed.image_size=336 .*expected embed.image_size=224"):
         load_embedder(EmbedConfig(model_uri=str(tiny_clip), image_size=336), S3)
