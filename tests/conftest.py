@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's host cache (downloaded s3:// artifacts, file digests) in a temporary folder, never
+    the user's ~/.cache/georank; set before any Spark or spark-submit process inherits the env."""
+    if "GEORANK_CACHE" not in os.environ:
+        os.environ["GEORANK_CACHE"] = tempfile.mkdtemp(prefix="georank-test-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("GEORANK_CACHE"), ignore_errors=True))
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def _chunks(n: int, size: int) -> list[range]:
 class Scorer:
     """A loaded GeoRanker + processor that scores batches of photos.
 
-    ``model_version``/``adapter_version`` fingerprint the artifacts (see
+    ``model_version``/``adapter_version`` are content hashes of the artifacts (see
     :mod:`georank.rank.checkpoint`); they key the per-worker cache.
     """
 
