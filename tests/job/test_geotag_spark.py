@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from support import tiny_conf
 
+from georank import schema as S
 from georank.config import load_config
 from georank.errors import InputError
 from georank.spark.geotag import run_geotag
-from georank import schema as S
 from georank.write import read_arrow, read_errors, read_predictions
 
 pytestmark = pytest.mark.spark
