@@ -40,6 +40,7 @@ def on_executors(
     accelerator: bool,
     whole_partition: bool = False,
     progress: Any = None,
+    prepare: Callable[[Iterator[pa.Table], GeorankConfig], Iterator[pa.Table]] | None = None,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function of one stage: rebuild the config from plain values, fit the
     worker's threads to the task's CPU allowance, bind the task's GPU in accelerator stages, and
@@ -47,8 +48,10 @@ def on_executors(
 
     ``progress``: an optional pair of Spark accumulators ``(done, errors)`` (see
     :mod:`georank.spark.progress`); after each batch, its output rows are added to ``done`` and
-    those with an ``error_stage`` to ``errors``. Captures only plain values, the accumulators
-    and a module-level function. The returned function runs on executors.
+    those with an ``error_stage`` to ``errors``. ``prepare``: an optional function from the input
+    tables to the tables ``step`` sees (e.g. :func:`georank.pipeline.decode_ahead`, decoding a
+    batch ahead on a thread). Captures only plain values, the accumulators and module-level
+    functions. The returned function runs on executors.
     """
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -63,6 +66,8 @@ def on_executors(
         if whole_partition:
             parts = list(tables)
             tables = iter([pa.concat_tables(parts)] if parts else [])
+        if prepare is not None:
+            tables = prepare(tables, cfg)
         for table in tables:
             if table.num_rows == 0:
                 continue

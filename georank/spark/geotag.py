@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from georank import schema as S
-from georank.config import GeorankConfig, validate_config
+from georank.config import GeorankConfig
 from georank.errors import RunError
 from georank.pipeline import RunInfo, decode_ahead, decode_photos
 from georank.spark.commit import Staging
@@ -68,14 +68,7 @@ def decode_and_geotag(
     asked for) does not wait on the decoder. One Python worker per task holds the models (two
     chained stages would give each task two workers, and any of them may load them). Captures
     only plain values and the progress accumulators; the returned function runs on executors."""
-    geotag = on_executors(cfg_dict, _geotag_step(run), accelerator=True, progress=progress)
-
-    def run_stage(photos: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        cfg = validate_config(cfg_dict, source="config shipped to executor")
-        decoded = (b for t in decode_ahead(photos, cfg) for b in t.combine_chunks().to_batches())
-        return geotag(decoded)
-
-    return run_stage
+    return on_executors(cfg_dict, _geotag_step(run), accelerator=True, progress=progress, prepare=decode_ahead)
 
 
 def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
