@@ -62,6 +62,7 @@ from georank.index.shards import (
     serialize,
     shard_of,
     train_size,
+    untrained_index,
     write_shard,
 )
 from georank.storage import join_uri, sha256_file
@@ -92,6 +93,7 @@ __all__ = [
     "sha256_file",
     "shard_of",
     "train_size",
+    "untrained_index",
     "write_manifest",
     "write_shard",
 ]

@@ -80,3 +80,19 @@ def test_ivfflat_returns_the_exact_top_k_when_nprobe_covers_all_lists(tmp_path) 
     np.testing.assert_allclose(got.similarity, want_sim, rtol=0, atol=1e-5)
     one_cell = open_index(str(tmp_path / "ivf"), S3, nprobe=1).search(q, K)  # one of 8 cells: not the exact top-k
     assert not np.array_equal(one_cell.gallery_id, want_ids)
+
+
+@pytest.mark.parametrize("index_type", ["ivfpq", "ivfpq_refine"])
+def test_pq_types_train_without_polysemous_reordering(index_type: str) -> None:
+    """index_factory turns polysemous training on for 8-bit PQ: a centroid reordering for Hamming
+    filtering no search here uses, which made IVF-PQ training minutes instead of seconds."""
+    import faiss
+
+    from georank.index import empty_index
+
+    cfg = IndexConfig(type=index_type, nlist=4, pq_m=4, pq_bits=8)
+    train = queries(300, dim=16, seed=3)
+    index = empty_index(16, cfg, train)
+    ivfpq = faiss.downcast_index(faiss.extract_index_ivf(index))
+    assert type(ivfpq).__name__ == "IndexIVFPQ" and ivfpq.pq.nbits == 8
+    assert index.is_trained and not ivfpq.do_polysemous_training
