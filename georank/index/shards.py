@@ -92,7 +92,8 @@ def untrained_index(dim: int, cfg: IndexConfig) -> Any:
 
     index = faiss.index_factory(dim, factory_string(cfg), faiss.METRIC_INNER_PRODUCT)
     if cfg.type in ("ivfpq", "ivfpq_refine"):
-        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+        ivfpq: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivfpq.do_polysemous_training = False
     return index
 
 
