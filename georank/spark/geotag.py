@@ -17,6 +17,11 @@ Shape of a run::
                            photos on a background thread one Arrow batch ahead of the models
                            (georank.pipeline.decode_ahead), as a DataLoader would
       -> staged Parquet    (all compute ends here; counts checked: read = predicted + errors)
+
+With ``index.placement: sharded`` the repartition hashes the PHOTOS rows by photo_id and caches
+them; an embed stage decodes them (a batch ahead), the search runs shard by shard, and the rank
+stage joins the neighbours (partitioned like the photos, so only they move) to the same cached
+PHOTOS rows and decodes them again: no pixels in any shuffle, inline bytes shuffled once.
       -> ONE results commit (replaceWhere run_date: a rerun replaces the date; georank.spark.commit)
 """
 
@@ -26,6 +31,7 @@ import datetime as dt
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,7 +40,7 @@ import pyarrow as pa
 from georank import schema as S
 from georank.config import GeorankConfig
 from georank.errors import RunError
-from georank.pipeline import RunInfo, decode_ahead, decode_photos
+from georank.pipeline import RunInfo, decode_ahead
 from georank.spark.commit import Staging
 from georank.spark.executors import executor_errors, gpu_profile, on_executors, passthrough
 from georank.spark.photos import read_photos, split_bad_ids
@@ -73,20 +79,41 @@ def decode_and_geotag(
 
 def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     def embed(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        """Sharded placement: DECODED -> EMBEDDED; a photo the encoder fails on is a row with
-        ``error_stage`` embed and no embedding (per-photo isolation, as the replicated path)."""
+        """Sharded placement: DECODED (decoded in this task, a batch ahead) -> EMBEDDED. A photo
+        that could not be read or decoded is a row with that ``error_stage`` and no embedding;
+        one the encoder fails on, stage ``embed`` (per-photo isolation, as the replicated path)."""
+        import pyarrow.compute as pc
+
         from georank.pipeline import embed_isolated
 
-        ok, emb, version, failed = embed_isolated(decoded, cfg, run)
-        n_bad = failed.num_rows
+        bad = pc.is_valid(decoded.column("error_stage"))
+        unread = decoded.filter(bad)
+        good = decoded.filter(pc.invert(bad))
+        ids: list[pa.Array] = []
+        vectors: list[Any] = []
+        versions: list[str | None] = []
+        stages: list[pa.Array] = []
+        reasons: list[pa.Array] = []
+        if good.num_rows:
+            ok, emb, version, failed = embed_isolated(good, cfg, run)
+            n_ok, n_failed = ok.num_rows, failed.num_rows
+            ids += [ok.column("photo_id").combine_chunks(), failed.column("photo_id").combine_chunks()]
+            vectors += list(emb) + [None] * n_failed
+            versions += [version] * (n_ok + n_failed)
+            stages += [pa.nulls(n_ok, pa.string()), failed.column("error_stage").combine_chunks()]
+            reasons += [pa.nulls(n_ok, pa.string()), failed.column("error_reason").combine_chunks()]
+        ids.append(unread.column("photo_id").combine_chunks())
+        vectors += [None] * unread.num_rows
+        versions += [None] * unread.num_rows
+        stages.append(unread.column("error_stage").combine_chunks())
+        reasons.append(unread.column("error_reason").combine_chunks())
         return pa.Table.from_arrays(
             [
-                pa.concat_arrays([ok.column("photo_id").combine_chunks().cast(pa.string()),
-                                  failed.column("photo_id").combine_chunks().cast(pa.string())]),
-                pa.array(list(emb) + [None] * n_bad, type=pa.list_(pa.float32())),
-                pa.array([version] * (ok.num_rows + n_bad), type=pa.string()),
-                pa.concat_arrays([pa.nulls(ok.num_rows, pa.string()), failed.column("error_stage").combine_chunks()]),
-                pa.concat_arrays([pa.nulls(ok.num_rows, pa.string()), failed.column("error_reason").combine_chunks()]),
+                pa.concat_arrays([a.cast(pa.string()) for a in ids]),
+                pa.array(vectors, type=pa.list_(pa.float32())),
+                pa.array(versions, type=pa.string()),
+                pa.concat_arrays(stages),
+                pa.concat_arrays(reasons),
             ],
             schema=S.EMBEDDED,
         )
@@ -94,23 +121,49 @@ def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     return embed
 
 
+_NEIGHBOUR_COLS = [n for n in S.NEIGHBOURS.names if n != "photo_id"]
+
+
+def decode_queries_ahead(tables: Iterator[pa.Table], cfg: GeorankConfig) -> Iterator[pa.Table]:
+    """On executors, the sharded placement's rank stage: PHOTOS columns + neighbours +
+    ``embed_version`` rows -> the same rows with the PHOTOS columns replaced by DECODED ones,
+    each batch decoded on a background thread while the ranker works on the one before
+    (:func:`georank.pipeline.decode_ahead`: the same decoder, so the same pixels as the embed
+    stage saw)."""
+    held: deque[pa.Table] = deque()  # at most two: the batch being decoded and the one ready
+
+    def photos() -> Iterator[pa.Table]:
+        for table in tables:
+            held.append(table)
+            yield table.select(S.PHOTOS.names)
+
+    for decoded in decode_ahead(photos(), cfg):
+        rest = held.popleft()
+        for name in [*_NEIGHBOUR_COLS, "embed_version"]:
+            decoded = decoded.append_column(name, rest.column(name))
+        yield decoded
+
+
 def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
-    from georank.pipeline import rank_and_decide
+    from georank.pipeline import error_results, rank_and_decide
 
     def rank(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        """Sharded placement: DECODED + NEIGHBOURS + embed_version rows -> RESULTS."""
+        """Sharded placement: DECODED + NEIGHBOURS + embed_version rows -> RESULTS. A photo whose
+        second read or decode fails (the file changed between the stages) is its error row."""
         import pyarrow.compute as pc
 
-        parts = []
-        for version in sorted(set(table.column("embed_version").to_pylist())):
-            rows = table.filter(pc.equal(table.column("embed_version"), version))
+        bad = pc.is_valid(table.column("error_stage"))
+        parts = [error_results(table.filter(bad), run)] if pc.any(bad).as_py() else []
+        good = table.filter(pc.invert(bad))
+        for version in sorted(set(good.column("embed_version").to_pylist())):
+            rows = good.filter(pc.equal(good.column("embed_version"), version))
             parts.append(
                 rank_and_decide(
                     rows.select(S.DECODED.names), rows.select(S.NEIGHBOURS.names), cfg, run,
                     embed_version=version,
                 )
             )
-        return pa.concat_tables(parts)
+        return pa.concat_tables(parts) if parts else S.RESULTS.empty_table()
 
     return rank
 
@@ -135,47 +188,48 @@ def _as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataF
 
 
 def _sharded_results(
-    decoded: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run: RunInfo, profile: Any,
-    *, progress: Any = None,
+    photos: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run: RunInfo, profile: Any,
+    *, n_parts: int, progress: Any = None,
 ) -> "DataFrame":
-    """RESULTS for ``index.placement: sharded``: embed stage, shard-wise search with an exact
-    merge (:func:`georank.spark.retrieve.retrieve_neighbours`), then the rank stage."""
+    """RESULTS for ``index.placement: sharded`` from PHOTOS rows hash-partitioned by photo_id into
+    ``n_parts`` and cached (their one shuffle): an embed stage that reads and decodes its photos
+    (a batch ahead), shard-wise search with an exact merge
+    (:func:`georank.spark.retrieve.retrieve_neighbours`), then a rank stage that decodes its
+    photos again. The rank stage's join brings the neighbours to the photos: they are
+    hash-partitioned like the cached photos, so the join shuffles neighbours, not photos."""
     from pyspark.sql import functions as F
 
+    from georank.index import Manifest
     from georank.spark.retrieve import retrieve_neighbours
 
-    ok = decoded.where(F.col("error_stage").isNull())
-    from georank.index import Manifest
-
     manifest = Manifest.from_dict(run.index_manifest or {})
-    failed = _as_error_results(decoded.where(F.col("error_stage").isNotNull()), run.run_id, run.run_date)
-    embedded = ok.mapInArrow(
-        on_executors(cfg_dict, _embed_step(run), accelerator=True), S.spark_schema(S.EMBEDDED), profile=profile
+    embedded = photos.mapInArrow(
+        on_executors(cfg_dict, _embed_step(run), accelerator=True, prepare=decode_ahead), S.spark_schema(S.EMBEDDED),
+        profile=profile,
     ).cache()
     embedded.count()  # embed once: the search and the joins below all read it
     embedded_ok = embedded.where(F.col("error_stage").isNull())
-    embed_failed = ok.select("photo_id", "uri").join(
+    # read / decode / embed failures, with their uri (ids and uris only: the bytes stay cached)
+    failed = photos.select("photo_id", "uri").join(
         embedded.where(F.col("error_stage").isNotNull()).select("photo_id", "error_stage", "error_reason"), "photo_id"
     )
     neighbours = retrieve_neighbours(embedded_ok.select("photo_id", "embedding"), cfg=cfg, manifest=manifest).cache()
     # A photo the merged search returned no row for is an error row, never silently dropped by the join.
     not_found = (
-        ok.select("photo_id", "uri").join(embedded_ok.select("photo_id"), "photo_id")
+        photos.select("photo_id", "uri").join(embedded_ok.select("photo_id"), "photo_id")
         .join(neighbours.select("photo_id"), "photo_id", "left_anti")
         .select("photo_id", "uri", F.lit("retrieve").alias("error_stage"),
                 F.lit("the index search returned no neighbours for the photo").alias("error_reason"))
     )
-    joined = (
-        ok.join(neighbours, "photo_id")
-        .join(embedded_ok.select("photo_id", "embed_version"), "photo_id")
-        .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
-    )
+    # Partitioned exactly as the cached photos (same key, same count): the join below is narrow on
+    # the photos' side, so inline bytes cross a shuffle once in the whole run.
+    queries = neighbours.join(embedded_ok.select("photo_id", "embed_version"), "photo_id").repartition(n_parts, "photo_id")
+    joined = photos.join(queries, "photo_id").select(*S.PHOTOS.names, *_NEIGHBOUR_COLS, "embed_version")
     ranked = joined.mapInArrow(
-        on_executors(cfg_dict, _rank_step(run), accelerator=True, progress=progress), S.spark_schema(S.RESULTS),
-        profile=profile
+        on_executors(cfg_dict, _rank_step(run), accelerator=True, progress=progress, prepare=decode_queries_ahead),
+        S.spark_schema(S.RESULTS), profile=profile,
     )
-    later_failed = _as_error_results(embed_failed.unionByName(not_found), run.run_id, run.run_date)
-    errors = failed.unionByName(later_failed)
+    errors = _as_error_results(failed.unionByName(not_found), run.run_id, run.run_date)
     if progress is not None:  # error rows made outside the rank stage count towards progress too
         errors = errors.mapInArrow(
             on_executors(cfg_dict, passthrough, accelerator=False, progress=progress), errors.schema
@@ -192,17 +246,19 @@ def results_frame(
     ``n_parts`` partitions, then ONE stage that reads, decodes (a batch ahead, on a background
     thread) and geotags, under ``profile`` (the GPU ResourceProfile, or None on CPU). No pixels
     cross a shuffle: a photo is at most its file's bytes there (inline input), else its URI.
-    Sharded placement: a CPU decode stage, then embed, search and rank stages (joins between
-    them carry the decoded rows)."""
+    Sharded placement: the same PHOTOS rows, hash-partitioned by photo_id and cached, read by an
+    embed stage and (joined with their neighbours) a rank stage, each decoding its photos itself:
+    no pixels in any shuffle or join, and inline bytes shuffled once (:func:`_sharded_results`)."""
     cfg_dict = cfg.model_dump()
-    photos_parts = good.repartition(n_parts)
     if cfg.index.placement == "replicated":
-        return photos_parts.mapInArrow(decode_and_geotag(cfg_dict, run, progress=progress), S.spark_schema(S.RESULTS),
-                                       profile=profile)
-    # one task per shard: embed, search queries x shards and merge exactly, then rank
-    decoded = photos_parts.mapInArrow(on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED))
+        return good.repartition(n_parts).mapInArrow(
+            decode_and_geotag(cfg_dict, run, progress=progress), S.spark_schema(S.RESULTS), profile=profile
+        )
+    # Sharded: the photos are read twice (embed, then rank), so their one shuffle is kept: hash
+    # partitions by photo_id, cached (inline bytes spill to the executors' disks as shuffle files do).
+    photos = good.repartition(n_parts, "photo_id").cache()
     with executor_errors():
-        return _sharded_results(decoded.cache(), cfg, cfg_dict, run, profile, progress=progress)
+        return _sharded_results(photos, cfg, cfg_dict, run, profile, n_parts=n_parts, progress=progress)
 
 
 def compute_description(run_id: str) -> str:
@@ -277,14 +333,15 @@ def _compute_and_commit(
     with Progress(spark, job="geotag", total=n_read, interval_s=cfg.input.progress_interval_s) as progress:
         progress.add(done=n_read - n_good, errors=n_read - n_good)
         profile = gpu_profile(cfg)
-        results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators)
-        input_rows = _as_error_results(input_errors, run_id, run_date)
-
         t1 = time.monotonic()
         log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
         sc = spark.sparkContext
-        sc.setJobDescription(compute_description(run_id))  # names the jobs in the UI and the event log
+        # Names the jobs in the UI and the event log; set before results_frame, whose sharded
+        # placement runs its embed stage (and the photos' shuffle) at once.
+        sc.setJobDescription(compute_description(run_id))
         try:
+            results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators)
+            input_rows = _as_error_results(input_errors, run_id, run_date)
             with executor_errors():
                 results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
         finally:

@@ -109,19 +109,3 @@ def test_missing_photos_folder_fails_at_start(spark, tiny_world: Path, tmp_path:
     with pytest.raises(InputError, match="photos not found: expected a Delta/Parquet table, a folder of images or an s3:// prefix at"):
         _run(spark, conf, str(tmp_path / "nope"), "run-x")
     assert not shutil.os.path.exists(load_config(conf).tables.results)
-
-
-def test_sharded_placement_predicts_the_same_as_replicated(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """index.placement=sharded (embed stage, queries x shards, exact merge, rank stage) gives the
-    same predictions as every executor holding all shards."""
-    queries = str(tiny_world / "queries")
-    rep_cfg, rep = _run(spark, tiny_conf(tiny_world, tmp_path / "rep.yaml"), queries, "run-rep")
-    sh_cfg, sh = _run(spark, tiny_conf(tiny_world, tmp_path / "sh.yaml", index={"placement": "sharded"}), queries, "run-sh")
-    assert (sh["read"], sh["predicted"], sh["ranker_skipped"]) == (rep["read"], rep["predicted"], rep["ranker_skipped"])
-    key = lambda r: r["photo_id"]  # noqa: E731
-    a = sorted(read_predictions(rep_cfg.tables.results).to_pylist(), key=key)
-    b = sorted(read_predictions(sh_cfg.tables.results).to_pylist(), key=key)
-    for x, y in zip(a, b, strict=True):
-        assert (x["photo_id"], x["lat_deg"], x["lon_deg"]) == (y["photo_id"], y["lat_deg"], y["lon_deg"])
-        assert [c["gallery_id"] for c in x["top_candidates"]] == [c["gallery_id"] for c in y["top_candidates"]]
-        assert x["confidence"] == pytest.approx(y["confidence"], abs=1e-5)

@@ -1,7 +1,8 @@
 """No pixels through the shuffle (issue 14 item 1): the photos cross the job's one shuffle as
 their file bytes (or URIs), each accelerator task decodes its own photos a batch ahead of the
 models, a photo that cannot be decoded is still an error row with stage ``decode``, and the
-predictions are the ones the core loop (decode, then geotag, on the same photos) gives."""
+predictions are the ones the core loop (decode, then geotag, on the same photos) gives; in both
+index placements (replicated, sharded)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pytest
 from support import tiny_conf
 
 from georank import schema as S
-from georank.config import load_config
+from georank.config import S3Config, load_config
 from georank.errors import RunError
+from georank.io import list_images, photo_ids
 from georank.pipeline import RunInfo, decode_ahead, decode_photos, geotag_partition
 from georank.spark.geotag import compute_description, run_geotag
 from georank.write import read_errors, read_predictions
@@ -124,28 +126,8 @@ def _comparable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in _RUN_SPECIFIC and k not in ("top_candidates", "confidence", "spread_km")}
 
 
-@pytest.mark.spark
-def test_shuffle_carries_file_bytes_and_predictions_equal_the_core_loop(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Inline-bytes input (the case where photo bytes DO cross the shuffle): the compute's
-    shuffle writes at most 1.2x the input files' bytes (raw RGB would be ~20x a JPEG), decode
-    failures are error rows with stage decode, and every result equals the core loop's."""
-    photos = _photos(tiny_world / "queries", _broken(tiny_world / "queries"))
-    pq.write_table(photos, tmp_path / "photos.parquet")
-    file_bytes = sum(len(b) for b in photos.column("image_bytes").to_pylist())
-    cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml", input={"photos_per_partition": 5}))
-    summary = run_geotag(spark, cfg, photos_uri=str(tmp_path / "photos.parquet"), run_date=DAY, run_id="run-shuffle")
-
-    assert (summary["read"], summary["predicted"], summary["errors"]) == (13, 10, 3)
-    written, n_stages = _shuffle_write_bytes(spark, compute_description("run-shuffle"))
-    assert n_stages >= 2, "expected the compute's jobs in Spark's status store"
-    assert 0 < written <= 1.2 * file_bytes, (written, file_bytes)
-
-    errors = {r["photo_id"]: r for r in read_errors(cfg.tables.results).to_pylist()}
-    assert set(errors) == {"zero", "text", "half"} and {e["stage"] for e in errors.values()} == {"decode"}
-    assert errors["zero"]["reason"] == "the file is empty (0 bytes)"
-    assert errors["half"]["reason"].startswith("truncated or corrupt image data")
-
-    # The core loop on the same photos: decode, then geotag (the path that shuffled DECODED rows).
+def _assert_results_equal_the_core_loop(cfg: Any, photos: pa.Table) -> None:
+    """Every committed prediction equals the core loop's (decode, then geotag) on the same photos."""
     run = RunInfo(run_id="core", run_date=DAY, index_manifest=None)
     core = geotag_partition(decode_photos(photos, cfg), cfg, run)
     want = {r["photo_id"]: r for r in core.to_pylist() if r["error_stage"] is None}
@@ -163,3 +145,67 @@ def test_shuffle_carries_file_bytes_and_predictions_equal_the_core_loop(spark, t
             assert (a["score"] is None) == (b["score"] is None)
             if a["score"] is not None:
                 assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def _assert_decode_errors(cfg: Any) -> None:
+    errors = {r["photo_id"]: r for r in read_errors(cfg.tables.results).to_pylist()}
+    assert set(errors) == {"zero", "text", "half"} and {e["stage"] for e in errors.values()} == {"decode"}
+    assert errors["zero"]["reason"] == "the file is empty (0 bytes)"
+    assert errors["text"]["reason"].startswith("not an image")
+    assert errors["half"]["reason"].startswith("truncated or corrupt image data")
+
+
+@pytest.mark.spark
+def test_shuffle_carries_file_bytes_and_predictions_equal_the_core_loop(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Inline-bytes input (the case where photo bytes DO cross the shuffle): the compute's
+    shuffle writes at most 1.2x the input files' bytes (raw RGB would be ~20x a JPEG), decode
+    failures are error rows with stage decode, and every result equals the core loop's."""
+    photos = _photos(tiny_world / "queries", _broken(tiny_world / "queries"))
+    pq.write_table(photos, tmp_path / "photos.parquet")
+    file_bytes = sum(len(b) for b in photos.column("image_bytes").to_pylist())
+    cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml", input={"photos_per_partition": 5}))
+    summary = run_geotag(spark, cfg, photos_uri=str(tmp_path / "photos.parquet"), run_date=DAY, run_id="run-shuffle")
+
+    assert (summary["read"], summary["predicted"], summary["errors"]) == (13, 10, 3)
+    written, n_stages = _shuffle_write_bytes(spark, compute_description("run-shuffle"))
+    assert n_stages >= 2, "expected the compute's jobs in Spark's status store"
+    assert 0 < written <= 1.2 * file_bytes, (written, file_bytes)
+    _assert_decode_errors(cfg)
+    _assert_results_equal_the_core_loop(cfg, photos)
+
+
+@pytest.mark.spark
+def test_sharded_placement_shuffles_file_bytes_once_and_predicts_as_the_core_loop(  # type: ignore[no-untyped-def]
+    spark, tiny_world: Path, tmp_path: Path
+) -> None:
+    """index.placement=sharded (embed stage, queries x shards with an exact merge, rank stage;
+    each stage decodes its own photos). The same 13 photos as files, then as inline bytes: the
+    runs differ only in what a PHOTOS row carries, so the difference of their shuffle bytes is
+    what the photos' bytes cost there. It is at most 1.2x the file bytes (once; twice would be
+    ~1.8x, raw RGB ~20x). The neighbour lists the sharded search shuffles (ids, scores, places,
+    image URIs of k neighbours per shard) are in both runs and do not grow with the photos.
+    Decode failures are error rows with stage decode, and every result of both runs equals the
+    core loop's (the replicated placement is checked against the same loop above)."""
+    broken = _broken(tiny_world / "queries")
+    photos = _photos(tiny_world / "queries", broken)
+    file_bytes = sum(len(b) for b in photos.column("image_bytes").to_pylist())
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for pid, data in zip(photos.column("photo_id").to_pylist(), photos.column("image_bytes").to_pylist()):
+        (folder / f"{pid}.jpg").write_bytes(data)
+    pq.write_table(photos, tmp_path / "photos.parquet")
+    uris = list_images(str(folder), S3Config())
+    as_files = pa.table({"photo_id": photo_ids(uris, str(folder)), "uri": uris, "image_bytes": [None] * len(uris)},
+                        schema=S.PHOTOS)
+
+    written: dict[str, int] = {}
+    for kind, uri, rows in (("files", str(folder), as_files), ("inline", str(tmp_path / "photos.parquet"), photos)):
+        cfg = load_config(tiny_conf(tiny_world, tmp_path / f"{kind}.yaml", input={"photos_per_partition": 5},
+                                    index={"placement": "sharded"}))
+        summary = run_geotag(spark, cfg, photos_uri=uri, run_date=DAY, run_id=f"run-sharded-{kind}")
+        assert (summary["read"], summary["predicted"], summary["errors"]) == (13, 10, 3), kind
+        written[kind], n_stages = _shuffle_write_bytes(spark, compute_description(f"run-sharded-{kind}"))
+        assert n_stages >= 4, "expected the compute's jobs (embed, search, rank) in Spark's status store"
+        _assert_decode_errors(cfg)
+        _assert_results_equal_the_core_loop(cfg, rows)
+    assert 0 < written["inline"] - written["files"] <= 1.2 * file_bytes, (written, file_bytes)
