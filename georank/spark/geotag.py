@@ -20,8 +20,9 @@ Shape of a run::
 
 With ``index.placement: sharded`` the repartition hashes the PHOTOS rows by photo_id and caches
 them; an embed stage decodes them (a batch ahead), the search runs shard by shard, and the rank
-stage joins the neighbours (partitioned like the photos, so only they move) to the same cached
-PHOTOS rows and decodes them again: no pixels in any shuffle, inline bytes shuffled once.
+stage joins each photo's per-shard neighbour lists (partitioned like the photos: neither side
+moves) to the same cached PHOTOS rows, merges the lists and decodes the photos again: no pixels
+in any shuffle, inline bytes shuffled once, the neighbour lists once.
       -> ONE results commit (replaceWhere run_date: a rerun replaces the date; georank.spark.commit)
 """
 
@@ -39,7 +40,7 @@ import pyarrow as pa
 
 from georank import schema as S
 from georank.config import GeorankConfig
-from georank.errors import RunError
+from georank.errors import GalleryIndexError, RunError
 from georank.pipeline import RunInfo, decode_ahead
 from georank.spark.commit import Staging
 from georank.spark.executors import executor_errors, gpu_profile, on_executors, passthrough
@@ -121,15 +122,11 @@ def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     return embed
 
 
-_NEIGHBOUR_COLS = [n for n in S.NEIGHBOURS.names if n != "photo_id"]
-
-
 def decode_queries_ahead(tables: Iterator[pa.Table], cfg: GeorankConfig) -> Iterator[pa.Table]:
-    """On executors, the sharded placement's rank stage: PHOTOS columns + neighbours +
-    ``embed_version`` rows -> the same rows with the PHOTOS columns replaced by DECODED ones,
-    each batch decoded on a background thread while the ranker works on the one before
-    (:func:`georank.pipeline.decode_ahead`: the same decoder, so the same pixels as the embed
-    stage saw)."""
+    """On executors, the sharded placement's rank stage: PHOTOS columns + other columns (the
+    per-shard lists, versions) -> DECODED columns + the same other columns, each batch decoded
+    on a background thread while the ranker works on the one before
+    (:func:`georank.pipeline.decode_ahead`: the same decoder, so the pixels the embed stage saw)."""
     held: deque[pa.Table] = deque()  # at most two: the batch being decoded and the one ready
 
     def photos() -> Iterator[pa.Table]:
@@ -139,30 +136,32 @@ def decode_queries_ahead(tables: Iterator[pa.Table], cfg: GeorankConfig) -> Iter
 
     for decoded in decode_ahead(photos(), cfg):
         rest = held.popleft()
-        for name in [*_NEIGHBOUR_COLS, "embed_version"]:
-            decoded = decoded.append_column(name, rest.column(name))
+        for name in rest.column_names:
+            if name not in S.PHOTOS.names:
+                decoded = decoded.append_column(name, rest.column(name))
         yield decoded
 
 
 def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
+    from georank.index import Manifest
     from georank.pipeline import error_results, rank_and_decide
+    from georank.spark.retrieve import merge_lists
 
     def rank(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        """Sharded placement: DECODED + NEIGHBOURS + embed_version rows -> RESULTS. A photo whose
-        second read or decode fails (the file changed between the stages) is its error row."""
+        """Sharded placement: DECODED + per-shard lists + embed_version rows -> RESULTS: merge
+        each photo's lists exactly (NEIGHBOURS), then rank. A photo whose second read or decode
+        fails (its file changed between the stages) is its own error row."""
         import pyarrow.compute as pc
 
+        manifest = Manifest.from_dict(run.index_manifest or {})
         bad = pc.is_valid(table.column("error_stage"))
         parts = [error_results(table.filter(bad), run)] if pc.any(bad).as_py() else []
         good = table.filter(pc.invert(bad))
         for version in sorted(set(good.column("embed_version").to_pylist())):
             rows = good.filter(pc.equal(good.column("embed_version"), version))
-            parts.append(
-                rank_and_decide(
-                    rows.select(S.DECODED.names), rows.select(S.NEIGHBOURS.names), cfg, run,
-                    embed_version=version,
-                )
-            )
+            neighbours = merge_lists(rows.select(["photo_id", "parts", "index_version"]), n_shards=manifest.n_shards,
+                                     k=cfg.retrieve.k, ntotal=manifest.ntotal)
+            parts.append(rank_and_decide(rows.select(S.DECODED.names), neighbours, cfg, run, embed_version=version))
         return pa.concat_tables(parts) if parts else S.RESULTS.empty_table()
 
     return rank
@@ -193,16 +192,21 @@ def _sharded_results(
 ) -> "DataFrame":
     """RESULTS for ``index.placement: sharded`` from PHOTOS rows hash-partitioned by photo_id into
     ``n_parts`` and cached (their one shuffle): an embed stage that reads and decodes its photos
-    (a batch ahead), shard-wise search with an exact merge
-    (:func:`georank.spark.retrieve.retrieve_neighbours`), then a rank stage that decodes its
-    photos again. The rank stage's join brings the neighbours to the photos: they are
-    hash-partitioned like the cached photos, so the join shuffles neighbours, not photos."""
+    (a batch ahead), the shard-wise search (:func:`georank.spark.retrieve.shard_lists`), then a
+    rank stage that merges each photo's per-shard lists exactly, decodes its photos again and
+    ranks. The per-shard lists come partitioned like the photos, so their join moves neither
+    side: the photos cross one shuffle, the neighbour lists one (plus the queries' embeddings
+    to the shards)."""
     from pyspark.sql import functions as F
 
     from georank.index import Manifest
-    from georank.spark.retrieve import retrieve_neighbours
+    from georank.spark.retrieve import shard_lists
 
     manifest = Manifest.from_dict(run.index_manifest or {})
+    if cfg.retrieve.k > manifest.ntotal:
+        raise GalleryIndexError(
+            f"retrieve.k={cfg.retrieve.k} but index {manifest.index_version} holds only {manifest.ntotal} gallery vectors"
+        )
     embedded = photos.mapInArrow(
         on_executors(cfg_dict, _embed_step(run), accelerator=True, prepare=decode_ahead), S.spark_schema(S.EMBEDDED),
         profile=profile,
@@ -213,18 +217,22 @@ def _sharded_results(
     failed = photos.select("photo_id", "uri").join(
         embedded.where(F.col("error_stage").isNotNull()).select("photo_id", "error_stage", "error_reason"), "photo_id"
     )
-    neighbours = retrieve_neighbours(embedded_ok.select("photo_id", "embedding"), cfg=cfg, manifest=manifest).cache()
-    # A photo the merged search returned no row for is an error row, never silently dropped by the join.
+    lists = shard_lists(embedded_ok.select("photo_id", "embedding"), cfg_d=cfg_dict, manifest=manifest,
+                        k=cfg.retrieve.k, n_parts=n_parts).cache()
+    # A photo the search returned no row for is an error row, never silently dropped by the join.
     not_found = (
         photos.select("photo_id", "uri").join(embedded_ok.select("photo_id"), "photo_id")
-        .join(neighbours.select("photo_id"), "photo_id", "left_anti")
+        .join(lists.select("photo_id"), "photo_id", "left_anti")
         .select("photo_id", "uri", F.lit("retrieve").alias("error_stage"),
                 F.lit("the index search returned no neighbours for the photo").alias("error_reason"))
     )
-    # Partitioned exactly as the cached photos (same key, same count): the join below is narrow on
-    # the photos' side, so inline bytes cross a shuffle once in the whole run.
-    queries = neighbours.join(embedded_ok.select("photo_id", "embed_version"), "photo_id").repartition(n_parts, "photo_id")
-    joined = photos.join(queries, "photo_id").select(*S.PHOTOS.names, *_NEIGHBOUR_COLS, "embed_version")
+    # The lists are partitioned exactly as the cached photos (key photo_id, n_parts): this join is
+    # narrow on both sides; only the embedder versions (ids and a short string) move to it.
+    joined = (
+        photos.join(lists, "photo_id")
+        .join(embedded_ok.select("photo_id", "embed_version"), "photo_id")
+        .select(*S.PHOTOS.names, "parts", "index_version", "embed_version")
+    )
     ranked = joined.mapInArrow(
         on_executors(cfg_dict, _rank_step(run), accelerator=True, progress=progress, prepare=decode_queries_ahead),
         S.spark_schema(S.RESULTS), profile=profile,

@@ -11,8 +11,10 @@
     each (shard, query chunk) group with only that shard loaded (so a worker holds
     the shards it is asked for, not all of them), keeping the shard's own top-k
     with its rows looked up by id; then the per-shard lists of each query are
-    collected (``groupBy(photo_id)``, ``collect_list``) and merged exactly with
-    ``faiss.merge_knn_results`` in vectorised ``mapInArrow`` batches.
+    collected (``groupBy(photo_id)``, ``collect_list``; :func:`shard_lists`) and merged
+    exactly with ``faiss.merge_knn_results`` in vectorised ``mapInArrow`` batches
+    (:func:`merge_lists`). The geotag job takes the lists unmerged, partitioned like its
+    photos, and merges them in its rank stage, so the neighbours cross one shuffle, not two.
 
 Both return one row per query in schema.NEIGHBOURS and give the same ids and
 scores as one exact index over the whole gallery. The driver reads the manifest
@@ -101,13 +103,31 @@ def _replicated(cfg_d: dict[str, Any], m_d: dict[str, Any], k: int) -> Callable[
 
 
 def _sharded(queries: DataFrame, cfg_d: dict[str, Any], m: Manifest, k: int) -> DataFrame:
+    from georank.schema import spark_schema
+
+    return shard_lists(queries, cfg_d=cfg_d, manifest=m, k=k).mapInArrow(
+        _merge(m.n_shards, k, m.ntotal), spark_schema(S.NEIGHBOURS)
+    )
+
+
+def shard_lists(
+    queries: DataFrame, *, cfg_d: dict[str, Any], manifest: Manifest, k: int, n_parts: int | None = None
+) -> DataFrame:
+    """Each query's top-k from every shard, not merged yet: one row per query (``photo_id``,
+    ``parts``: one struct per shard in shard order, ``index_version``); :func:`merge_lists`
+    merges them exactly. ``queries``: ``photo_id`` string, ``embedding`` list<float>.
+
+    ``n_parts``: the rows come hash-partitioned by ``photo_id`` into that many partitions, the
+    partitioning of ``DataFrame.repartition(n_parts, "photo_id")``, so that a join with a frame
+    partitioned that way moves neither side (the sharded geotag job's photos). Runs on the
+    driver; the search runs on executors."""
     from pyspark.sql import functions as F
 
     from georank.schema import spark_schema
 
     spark = queries.sparkSession
-    m_d = m.to_dict()
-    shards = spark.range(m.n_shards).select(F.col("id").cast("int").alias("shard"))
+    m_d = manifest.to_dict()
+    shards = spark.range(manifest.n_shards).select(F.col("id").cast("int").alias("shard"))
     crossed = queries.withColumn("chunk", F.spark_partition_id()).crossJoin(F.broadcast(shards))
 
     def search_group(table: pa.Table) -> pa.Table:
@@ -123,48 +143,59 @@ def _sharded(queries: DataFrame, cfg_d: dict[str, Any], m: Manifest, k: int) -> 
         return pa.Table.from_batches([out]).append_column("shard", pa.array([shard] * len(ids), type=pa.int32()))
 
     per_shard = crossed.groupBy("shard", "chunk").applyInArrow(search_group, spark_schema(_PER_SHARD))
+    if n_parts is not None:  # the aggregation below keeps this partitioning (its key is photo_id)
+        per_shard = per_shard.repartition(n_parts, "photo_id")
     fields = ["shard"] + [n for n in S.NEIGHBOURS.names if n not in ("photo_id", "index_version")]
-    collected = per_shard.groupBy("photo_id").agg(
+    return per_shard.groupBy("photo_id").agg(
         F.sort_array(F.collect_list(F.struct(*fields))).alias("parts"),
         F.first("index_version").alias("index_version"),
     )
-    return collected.mapInArrow(_merge(m.n_shards, k, m.ntotal), spark_schema(S.NEIGHBOURS))
+
+
+def merge_lists(batch: pa.RecordBatch | pa.Table, *, n_shards: int, k: int, ntotal: int) -> pa.Table:
+    """On executors: :func:`shard_lists` rows (``photo_id``, ``parts``, ``index_version``) ->
+    NEIGHBOURS, the exact top-k of each query over all shards (``faiss.merge_knn_results``),
+    vectorised over the batch. A query without a list from every shard stops the run."""
+    import pyarrow.compute as pc
+
+    from georank.retrieve import Neighbours, merge_neighbours
+
+    q = batch.num_rows
+    if q == 0:
+        return S.NEIGHBOURS.empty_table()
+    parts_col = batch.column("parts")
+    if isinstance(parts_col, pa.ChunkedArray):
+        parts_col = parts_col.combine_chunks()
+    counts = pc.list_value_length(parts_col).to_numpy(zero_copy_only=False)
+    if (counts != n_shards).any():
+        r = int(np.flatnonzero(counts != n_shards)[0])
+        raise GalleryIndexError(
+            f"query {batch.column('photo_id')[r].as_py()!r} got results from {counts[r]} shards; "
+            f"expected all {n_shards}"
+        )
+    structs = parts_col.flatten()  # (q * n_shards) structs, each query's parts in shard order
+    version = batch.column("index_version")[0].as_py() or ""
+    names = [n for n in S.NEIGHBOURS.names if n not in ("photo_id", "index_version")]
+    parts = []
+    for s in range(n_shards):
+        rows = pa.array(np.arange(q) * n_shards + s)
+        part = pa.Table.from_arrays(
+            [structs.field(n).take(rows) for n in names] + [pa.array([version] * q, type=pa.string())],
+            names=[*names, "index_version"],
+        )
+        parts.append(Neighbours.from_batch(part))
+    merged = merge_neighbours(parts, k, ntotal=ntotal)
+    return pa.Table.from_batches([merged.to_batch(batch.column("photo_id").to_pylist())])
 
 
 def _merge(n_shards: int, k: int, ntotal: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def merge_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Executor: exact merge of each query's per-shard lists (shard order), vectorised per batch."""
-        import pyarrow.compute as pc
-
-        from georank.retrieve import Neighbours, merge_neighbours
-
         for batch in batches:
-            q = batch.num_rows
-            if q == 0:
-                continue
-            parts_col = batch.column("parts")
-            counts = pc.list_value_length(parts_col).to_numpy(zero_copy_only=False)
-            if (counts != n_shards).any():
-                r = int(np.flatnonzero(counts != n_shards)[0])
-                raise GalleryIndexError(
-                    f"query {batch.column('photo_id')[r].as_py()!r} got results from {counts[r]} shards; "
-                    f"expected all {n_shards}"
-                )
-            structs = parts_col.flatten()  # (q * n_shards) structs, each query's parts in shard order
-            version = batch.column("index_version")[0].as_py() or ""
-            parts = []
-            for s in range(n_shards):
-                rows = pa.array(np.arange(q) * n_shards + s)
-                part = pa.Table.from_arrays(
-                    [structs.field(n).take(rows) for n in S.NEIGHBOURS.names if n not in ("photo_id", "index_version")]
-                    + [pa.array([version] * q, type=pa.string())],
-                    names=[n for n in S.NEIGHBOURS.names if n not in ("photo_id", "index_version")] + ["index_version"],
-                )
-                parts.append(Neighbours.from_batch(part))
-            merged = merge_neighbours(parts, k, ntotal=ntotal)
-            yield merged.to_batch(batch.column("photo_id").to_pylist())
+            if batch.num_rows:
+                yield from merge_lists(batch, n_shards=n_shards, k=k, ntotal=ntotal).to_batches()
 
     return merge_batches
 
 
-__all__ = ["retrieve_neighbours"]
+__all__ = ["merge_lists", "retrieve_neighbours", "shard_lists"]
