@@ -21,13 +21,29 @@ it runs
           it is not replayed here, so "before" is a lower bound for inline input.)
   after   ``georank.spark.geotag.run_geotag``, the job itself, end to end.
 
+and the same for ``index.placement: sharded`` (``--placements``), with broadcast joins off
+(``spark.sql.autoBroadcastJoinThreshold=-1``, a night whose tables are too big to broadcast;
+with them on, the demo's small joins would hide what a real night shuffles):
+
+  before  the sharded shape before issue 14 item 1's sharded part, from the library's functions:
+          PHOTOS -> repartition -> decode_photos (CPU stage, DECODED rows cached) -> embed stage
+          -> shard-wise search and exact merge -> the DECODED rows joined with the neighbours
+          (the join shuffles the pixels) -> a GPU-profile stage that counts the rows it gets.
+  after   ``run_geotag`` with ``index.placement=sharded``: the PHOTOS rows hash-partitioned by
+          photo_id once and cached, each stage decoding its own photos.
+
+Both sharded shapes also shuffle the search's neighbour lists (k neighbours per shard per
+photo: ids, scores, places, image URIs), whatever the photos weigh; ``files`` shows that part
+alone, since its rows carry paths.
+
 Shuffle write bytes are summed over the successful tasks (the event log's SparkListenerTaskEnd
 "Shuffle Write Metrics" / "Shuffle Bytes Written") of the stages of the jobs whose
 ``spark.job.description`` names the measurement (the job sets its own for its compute:
 ``compute_description``). Input file bytes are the photos' file sizes. Goal: after <= 1.2.
 One run's numbers; never asserted anywhere.
 
-    .venv/bin/python benchmarks/bench_shuffle.py [--photos 200] [--kinds folder inline]
+    .venv/bin/python benchmarks/bench_shuffle.py [--photos 200] [--kinds folder inline] \
+        [--placements replicated sharded]
 """
 
 from __future__ import annotations
@@ -141,7 +157,7 @@ def shuffle_bytes_by_description(event_log: Path) -> dict[str, int]:
     return out
 
 
-def run_before(spark: Any, cfg: Any, photos_uri: str, description: str) -> int:
+def run_before_replicated(spark: Any, cfg: Any, photos_uri: str, description: str) -> int:
     """The pre-issue-14 stage shape (see the module docstring); returns the rows the GPU stage got."""
     import math
 
@@ -176,11 +192,67 @@ def run_before(spark: Any, cfg: Any, photos_uri: str, description: str) -> int:
     return int(total or 0)
 
 
+def run_before_sharded(spark: Any, cfg: Any, photos_uri: str, description: str) -> int:
+    """The sharded placement's shape before its pixels left the shuffles (see the module
+    docstring); returns the rows the last GPU stage got."""
+    import math
+
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    from georank import schema as S
+    from georank.index import read_manifest
+    from georank.pipeline import RunInfo, decode_photos
+    from georank.spark.executors import gpu_profile, on_executors
+    from georank.spark.geotag import _embed_step
+    from georank.spark.photos import read_photos, split_bad_ids
+    from georank.spark.retrieve import retrieve_neighbours
+
+    manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
+    run = RunInfo(run_id="before", run_date=DAY, index_manifest=manifest.to_dict())
+    cfg_dict, profile = cfg.model_dump(), gpu_profile(cfg)
+
+    def count_rows(table: pa.Table, c: Any) -> pa.Table:
+        return pa.table({"rows": pa.array([table.num_rows], pa.int64())})
+
+    photos = read_photos(spark, photos_uri, cfg).withColumn("_row", F.monotonically_increasing_id()).cache()
+    good, _ = split_bad_ids(photos, cfg)
+    n_parts = max(1, math.ceil(good.count() / cfg.input.photos_per_partition))
+    spark.sparkContext.setJobDescription(description)  # from here on, as run_geotag's compute
+    try:
+        decoded = good.repartition(n_parts).mapInArrow(
+            on_executors(cfg_dict, decode_photos, accelerator=False), S.spark_schema(S.DECODED)
+        ).cache()
+        ok = decoded.where(F.col("error_stage").isNull())
+        # the embed step takes DECODED tables: without prepare=decode_ahead it is the old embed stage
+        embedded = ok.mapInArrow(
+            on_executors(cfg_dict, _embed_step(run), accelerator=True), S.spark_schema(S.EMBEDDED), profile=profile
+        ).cache()
+        embedded.count()
+        embedded_ok = embedded.where(F.col("error_stage").isNull())
+        neighbours = retrieve_neighbours(embedded_ok.select("photo_id", "embedding"), cfg=cfg, manifest=manifest)
+        joined = (
+            ok.join(neighbours, "photo_id")
+            .join(embedded_ok.select("photo_id", "embed_version"), "photo_id")
+            .select(*S.DECODED.names, *[n for n in S.NEIGHBOURS.names if n != "photo_id"], "embed_version")
+        )
+        counted = joined.mapInArrow(on_executors(cfg_dict, count_rows, accelerator=True), "rows long", profile=profile)
+        total = counted.agg(F.sum("rows")).collect()[0][0]
+        for frame in (embedded, decoded):
+            frame.unpersist()
+    finally:
+        spark.sparkContext.setJobDescription(None)
+        photos.unpersist()
+    return int(total or 0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--photos", type=int, default=200, help="demo query photos to use (the first N by name)")
     ap.add_argument("--kinds", nargs="+", default=["folder", "inline"], choices=["folder", "inline"])
     ap.add_argument("--per-partition", type=int, default=32, help="input.photos_per_partition")
+    ap.add_argument("--placements", nargs="+", default=["replicated", "sharded"], choices=["replicated", "sharded"],
+                    help="index.placement values to measure (sharded: with broadcast joins off)")
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -229,14 +301,21 @@ def main() -> None:
         ])
         spark = get_spark(cfg)
         try:
-            for kind in args.kinds:
-                t0 = time.monotonic()
-                rows = run_before(spark, cfg, inputs[kind], f"bench before {kind}")
-                t1 = time.monotonic()
-                summary = run_geotag(spark, cfg, photos_uri=inputs[kind], run_date=DAY, run_id=f"after-{kind}")
-                results[kind] = {"before_rows": rows, "before_s": round(t1 - t0, 1),
-                                 "after_s": round(time.monotonic() - t1, 1),
-                                 "after_summary": {k: summary[k] for k in ("read", "predicted", "errors", "partitions")}}
+            for placement in args.placements:
+                run_cfg = cfg.model_copy(update={"index": cfg.index.model_copy(update={"placement": placement})})
+                shape = run_before_replicated if placement == "replicated" else run_before_sharded
+                # sharded: joins too big to broadcast, as on a real night (see the module docstring)
+                spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1" if placement == "sharded" else "10MB")
+                for kind in args.kinds:
+                    t0 = time.monotonic()
+                    rows = shape(spark, run_cfg, inputs[kind], f"bench before {placement} {kind}")
+                    t1 = time.monotonic()
+                    summary = run_geotag(spark, run_cfg, photos_uri=inputs[kind], run_date=DAY,
+                                         run_id=f"after-{placement}-{kind}")
+                    results[f"{placement} {kind}"] = {
+                        "before_rows": rows, "before_s": round(t1 - t0, 1), "after_s": round(time.monotonic() - t1, 1),
+                        "after_summary": {k: summary[k] for k in ("read", "predicted", "errors", "partitions")},
+                    }
         finally:
             spark.stop()
     finally:
@@ -246,12 +325,13 @@ def main() -> None:
     by_desc = shuffle_bytes_by_description(logs[0])
     print(f"{len(files)} demo photos, {file_bytes} file bytes ({file_bytes / len(files) / 1024:.1f} KiB each); "
           f"standalone cluster: {N_WORKERS} workers x 1 core x 1 fake GPU; load average {os.getloadavg()[0]:.1f}")
-    print(f"{'input':8} {'before bytes':>14} {'ratio':>7} {'after bytes':>12} {'ratio':>7}   after run")
-    for kind, r in results.items():
-        before = by_desc.get(f"bench before {kind}", 0)
-        after = by_desc.get(compute_description(f"after-{kind}"), 0)
-        print(f"{kind:8} {before:>14} {before / file_bytes:>7.3f} {after:>12} {after / file_bytes:>7.3f}   "
-              f"{r['after_summary']} in {r['after_s']} s (before shape: {r['before_s']} s)")
+    print(f"{'placement input':19} {'before bytes':>14} {'ratio':>7} {'after bytes':>12} {'ratio':>7}   after run")
+    for key, r in results.items():
+        placement, kind = key.split()
+        before = by_desc.get(f"bench before {placement} {kind}", 0)
+        after = by_desc.get(compute_description(f"after-{placement}-{kind}"), 0)
+        print(f"{key:19} {before:>14} {before / file_bytes:>7.3f} {after:>12} {after / file_bytes:>7.3f}   "
+              f"{r['after_summary']} in {r['after_s']} s (before shape: {r['before_s']} s, {r['before_rows']} rows)")
     shutil.rmtree(work, ignore_errors=True)
 
 
