@@ -52,7 +52,7 @@ EMBEDDED = pa.schema(
         _f("photo_id", pa.string(), "Query photo id", nullable=False),
         _f("embedding", pa.list_(pa.float32()), "L2-normalised query embedding (null on an error row)"),
         _f("embed_version", pa.string(), "Embedder version that produced the vector"),
-        _f("error_stage", pa.string(), "embed when the encoder failed on the photo, else null"),
+        _f("error_stage", pa.string(), "read, decode or embed when the photo failed there (sharded geotag), else null"),
         _f("error_reason", pa.string(), "Why, in words (null when embedded)"),
     ]
 )
