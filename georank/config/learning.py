@@ -55,8 +55,10 @@ class TrainConfig(_Section):
     checkpoint_dir: str = "warehouse/ranker/checkpoints"  # step-N folders; training resumes from the last
     queries: int | None = Field(None, ge=1)  # gallery photos sampled as queries by build_training_data (null: all)
     # How a query's group is chosen: "retrieved" = its first group_size retrieved neighbours (the
-    # reference); "spread" = the nearest gallery photo, then one photo in each of spread_bands_km.
-    grouping: Literal["retrieved", "spread"] = "retrieved"
+    # reference); "spread" = the nearest gallery photo, then one photo in each of spread_bands_km;
+    # "mixed" = the nearest gallery photo, `lookalikes` of its retrieved neighbours, then the bands.
+    grouping: Literal["retrieved", "spread", "mixed"] = "retrieved"
+    lookalikes: int = Field(2, ge=0)  # grouping "mixed": retrieved neighbours (look-alikes) per group
     spread_bands_km: list[tuple[float, float]] = Field(  # (min_km, max_km) per band, grouping "spread"
         default_factory=lambda: [(50.0, 300.0), (500.0, 1500.0), (2000.0, 5000.0), (8000.0, 20100.0)]
     )

@@ -11,7 +11,10 @@ The group the ranker trains on (``train.grouping``):
 - ``spread``: the nearest other gallery photo, then one photo drawn in each band of
   ``train.spread_bands_km`` (e.g. 50-300, 500-1500, 2000-5000, >8000 km). Bands are matched on
   great-circle lengths of ECEF chords, cheap for the whole gallery; every stored distance
-  (``group_dist_km``) is the WGS-84 geodesic.
+  (``group_dist_km``) is the WGS-84 geodesic;
+- ``mixed``: the nearest other gallery photo, then ``train.lookalikes`` drawn from the query's
+  first ``candidates.retrieved`` neighbours (the look-alikes the ranker orders at inference),
+  then one photo in each band, cut at ``train.group_size``.
 
 From GeoRanking (:func:`read_georanking`): ``img_id``, ``gps``, ``ref_gps``, ``ref_img_id``,
 ``ref_texts``; the reference skips position 0 of each ref list (the query itself) and so does this
@@ -68,7 +71,15 @@ def spread_choice(
     A band with no photo takes the usable photo closest to the band (never one already chosen).
     """
     order = np.argsort(np.where(usable, arc_km, np.inf), kind="stable")
-    chosen = [int(order[0])]
+    return band_choice(arc_km, usable, bands_km, rng, chosen=[int(order[0])])
+
+
+def band_choice(
+    arc_km: np.ndarray, usable: np.ndarray, bands_km: Sequence[tuple[float, float]], rng: np.random.Generator,
+    *, chosen: list[int],
+) -> list[int]:
+    """``chosen`` followed by one usable row drawn in each band (never one already chosen)."""
+    chosen = list(chosen)
     for lo, hi in bands_km:
         ok = usable & (arc_km >= lo) & (arc_km < hi)
         ok[chosen] = False
@@ -81,6 +92,24 @@ def spread_choice(
             gap[chosen] = np.inf
             chosen.append(int(np.argmin(gap)))
     return chosen
+
+
+def mixed_choice(
+    arc_km: np.ndarray,
+    usable: np.ndarray,
+    lookalike_rows: Sequence[int],
+    n_lookalikes: int,
+    bands_km: Sequence[tuple[float, float]],
+    rng: np.random.Generator,
+) -> list[int]:
+    """Rows of a mixed group: the nearest usable row, ``n_lookalikes`` rows drawn from
+    ``lookalike_rows`` (the query's retrieved neighbours, best first; never the nearest row or
+    an unusable one), then one per distance band (never a row already chosen)."""
+    nearest = int(np.argsort(np.where(usable, arc_km, np.inf), kind="stable")[0])
+    pool = [int(r) for r in dict.fromkeys(int(x) for x in lookalike_rows) if usable[r] and r != nearest]
+    take = min(n_lookalikes, len(pool))
+    picked = [pool[i] for i in sorted(rng.choice(len(pool), size=take, replace=False))] if take else []
+    return band_choice(arc_km, usable, bands_km, rng, chosen=[nearest, *picked])
 
 
 def build_groups(
@@ -105,12 +134,20 @@ def build_groups(
         )
     if t.grouping == "retrieved" and t.group_size > k:
         raise ConfigError(f"config key 'train.group_size': expected at most retrieve.k = {k}, got {t.group_size}")
+    if t.grouping == "mixed":
+        most = 1 + min(t.lookalikes, cfg.candidates.retrieved - 1) + len(t.spread_bands_km)
+        if t.group_size > most:
+            raise ConfigError(
+                f"config key 'train.group_size': expected at most 1 + min(train.lookalikes, candidates.retrieved - 1)"
+                f" + len(train.spread_bands_km) = {most} with train.grouping=mixed, got {t.group_size}"
+            )
     gid = gallery.column("gallery_id").to_numpy()
     lat = gallery.column("lat_deg").to_numpy(zero_copy_only=False).astype(np.float64)
     lon = gallery.column("lon_deg").to_numpy(zero_copy_only=False).astype(np.float64)
     uri = gallery.column("uri").to_pylist()
     desc = [d or "" for d in gallery.column("description").to_pylist()]
-    ecef = ecef_km(lat, lon) if t.grouping == "spread" else np.zeros((0, 3))
+    ecef = ecef_km(lat, lon) if t.grouping != "retrieved" else np.zeros((0, 3))
+    row_of = {str(int(x)): i for i, x in enumerate(gid)} if t.grouping == "mixed" else {}
     rng = np.random.default_rng(t.seed)
     cols: dict[str, list[Any]] = {f.name: [] for f in TRAINING_GROUPS}
     for qi, row in enumerate(query_rows):
@@ -127,7 +164,12 @@ def build_groups(
             g_desc, g_uri = [n_desc[i] for i in g], [n_uri[i] for i in g]
         else:
             usable = gid != gid[row]  # the query (by id) never becomes its own candidate
-            rows = spread_choice(arc_km_from(ecef[row], ecef), usable, t.spread_bands_km, rng)[: t.group_size]
+            arc = arc_km_from(ecef[row], ecef)
+            if t.grouping == "spread":
+                rows = spread_choice(arc, usable, t.spread_bands_km, rng)[: t.group_size]
+            else:  # mixed: look-alikes from the neighbours the ranker would order at inference
+                alike = [row_of[n_ids[i]] for i in keep[: cfg.candidates.retrieved] if n_ids[i] in row_of]
+                rows = mixed_choice(arc, usable, alike, t.lookalikes, t.spread_bands_km, rng)[: t.group_size]
             g_id = [str(int(gid[r])) for r in rows]
             g_lat, g_lon = [float(lat[r]) for r in rows], [float(lon[r]) for r in rows]
             g_desc, g_uri = [desc[r] for r in rows], [uri[r] for r in rows]
@@ -231,4 +273,7 @@ def read_georanking(table: pa.Table, *, images_root: str, group_size: int, sourc
     return pa.Table.from_pydict(cols, schema=TRAINING_GROUPS)
 
 
-__all__ = ["arc_km_from", "build_groups", "read_georanking", "remove_self", "sample_queries", "spread_choice"]
+__all__ = [
+    "arc_km_from", "band_choice", "build_groups", "mixed_choice", "read_georanking", "remove_self", "sample_queries",
+    "spread_choice",
+]

@@ -3,7 +3,8 @@ the gallery (the demo's query photos), scored by the geotag job's own scorer.
 
 For each held-out photo (true location known): its ``retrieve.k`` retrieved neighbours (the
 prompt's negatives, as at inference) and a group of candidates chosen as in training
-(``train.grouping``: the nearest gallery photo + one per distance band, or the first G retrieved).
+(``train.grouping``: the nearest gallery photo + one per distance band, the same with look-alikes
+from its retrieved neighbours between them, or the first G retrieved).
 :func:`evaluate_groups` reports how often the ranker's top score is the nearest candidate
 (``pick_nearest``; chance is 1/G) and the median geodesic error of the picked candidate.
 """
@@ -31,7 +32,7 @@ def heldout_groups(
     candidates from ``gallery`` (with ``description``, :func:`georank.train.build.with_descriptions`)."""
     from georank.retrieve import search
     from georank.train.build import embed_queries
-    from georank.train.groups import arc_km_from, spread_choice
+    from georank.train.groups import arc_km_from, mixed_choice, spread_choice
 
     t = cfg.train
     uris = photos.column("uri").to_pylist()
@@ -44,13 +45,19 @@ def heldout_groups(
     g_uri = gallery.column("uri").to_pylist()
     desc = [d or "" for d in gallery.column("description").to_pylist()]
     ecef = ecef_km(lat, lon)
+    row_of = {int(x): i for i, x in enumerate(gid)}
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     for qi, p in enumerate(photos.to_pylist()):
         q_lat, q_lon = float(p["lat_deg"]), float(p["lon_deg"])
-        if t.grouping == "spread":
+        if t.grouping in ("spread", "mixed"):
             arc = arc_km_from(ecef_km(np.array([q_lat]), np.array([q_lon]))[0], ecef)
-            chosen = spread_choice(arc, np.ones(len(gid), dtype=bool), t.spread_bands_km, rng)[: t.group_size]
+            usable = np.ones(len(gid), dtype=bool)
+            if t.grouping == "spread":
+                chosen = spread_choice(arc, usable, t.spread_bands_km, rng)[: t.group_size]
+            else:
+                alike = [row_of[int(x)] for x in neigh.gallery_id[qi][: cfg.candidates.retrieved] if int(x) in row_of]
+                chosen = mixed_choice(arc, usable, alike, t.lookalikes, t.spread_bands_km, rng)[: t.group_size]
         else:
             pos = np.searchsorted(gid, neigh.gallery_id[qi][: t.group_size]) if np.all(np.diff(gid) > 0) else None
             chosen = (

@@ -1,4 +1,4 @@
-"""Training groups: the query removed from its neighbours BY ID, spread groups, the GeoRanking
+"""Training groups: the query removed from its neighbours BY ID, spread and mixed groups, the GeoRanking
 reader's position-0 skip, and the streaming loader's sharding and resume."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from georank.config import GeorankConfig
-from georank.errors import InputError
+from georank.errors import ConfigError, InputError
 from georank.retrieve import Neighbours
 from georank.schema import TRAINING_GROUPS
 from georank.train.groups import build_groups, read_georanking, remove_self
@@ -80,9 +80,28 @@ def test_spread_groups_nearest_then_one_per_band() -> None:
     assert d[0] < 5 and 100 <= d[1] < 400 and 800 <= d[2] < 1500 and 5000 <= d[3] < 7000 and d[4] >= 15000
 
 
-def test_group_size_beyond_bands_is_a_config_error() -> None:
-    from georank.errors import ConfigError
+def test_mixed_groups_nearest_then_lookalikes_then_bands() -> None:
+    # Paris (query), Paris-bis (nearest), Brussels, Berlin, New York, Sydney, Rome, Lyon
+    pts = [(48.85, 2.35), (48.86, 2.36), (50.85, 4.35), (52.52, 13.40), (40.71, -74.0), (-33.87, 151.21), (41.9, 12.5),
+           (45.76, 4.84)]
+    g = _gallery(pts)
+    # retrieved look-alikes of the query: New York, the nearest (Paris-bis), Sydney; the query itself ranks 2nd
+    neigh = _neighbours(g, [[4, 0, 1, 5]])
+    bands = [(100.0, 400.0), (800.0, 1500.0)]
+    cfg = _cfg(grouping="mixed", lookalikes=2, spread_bands_km=bands, group_size=5)
+    cfg = cfg.model_copy(update={"candidates": cfg.candidates.model_copy(update={"retrieved": 3})})
+    row = build_groups(g, np.array([0]), neigh, cfg, source_version="v").to_pylist()[0]
+    # the nearest photo first; the two look-alikes that are neither the query nor the nearest; then one per band
+    assert row["group_id"][:3] == ["101", "104", "105"]
+    assert row["group_id"][3] in ("102", "107")  # 100-400 km: Brussels or Lyon
+    assert row["group_id"][4] in ("103", "106")  # 800-1500 km: Berlin or Rome
+    assert "100" not in row["group_id"] and len(set(row["group_id"])) == 5
+    with pytest.raises(ConfigError, match="train.group_size"):  # 1 + 2 look-alikes + 2 bands = 5 at most
+        build_groups(g, np.array([0]), neigh, cfg.model_copy(update={"train": cfg.train.model_copy(update={"group_size": 6})}),
+                     source_version="v")
 
+
+def test_group_size_beyond_bands_is_a_config_error() -> None:
     g = _gallery([(0.0, 0.0), (1.0, 1.0), (2.0, 2.0), (3.0, 3.0)])
     with pytest.raises(ConfigError, match="train.group_size"):
         build_groups(g, np.array([0]), _neighbours(g, [[1, 2, 3, 0]]), _cfg(grouping="spread", group_size=9), source_version="v")
