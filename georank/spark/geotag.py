@@ -188,7 +188,7 @@ def _as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataF
 
 def _sharded_results(
     photos: "DataFrame", cfg: GeorankConfig, cfg_dict: dict[str, Any], run: RunInfo, profile: Any,
-    *, n_parts: int, progress: Any = None,
+    *, n_parts: int, progress: Any = None, cached: list["DataFrame"],
 ) -> "DataFrame":
     """RESULTS for ``index.placement: sharded`` from PHOTOS rows hash-partitioned by photo_id into
     ``n_parts`` and cached (their one shuffle): an embed stage that reads and decodes its photos
@@ -212,6 +212,7 @@ def _sharded_results(
         profile=profile,
     ).cache()
     embedded.count()  # embed once: the search and the joins below all read it
+    cached.append(embedded)
     embedded_ok = embedded.where(F.col("error_stage").isNull())
     # read / decode / embed failures, with their uri (ids and uris only: the bytes stay cached)
     failed = photos.select("photo_id", "uri").join(
@@ -219,6 +220,7 @@ def _sharded_results(
     )
     lists = shard_lists(embedded_ok.select("photo_id", "embedding"), cfg_d=cfg_dict, manifest=manifest,
                         k=cfg.retrieve.k, n_parts=n_parts).cache()
+    cached.append(lists)
     # A photo the search returned no row for is an error row, never silently dropped by the join.
     not_found = (
         photos.select("photo_id", "uri").join(embedded_ok.select("photo_id"), "photo_id")
@@ -246,7 +248,8 @@ def _sharded_results(
 
 
 def results_frame(
-    good: "DataFrame", cfg: GeorankConfig, run: RunInfo, *, n_parts: int, profile: Any = None, progress: Any = None
+    good: "DataFrame", cfg: GeorankConfig, run: RunInfo, *, n_parts: int, profile: Any = None, progress: Any = None,
+    cached: list["DataFrame"] | None = None,
 ) -> "DataFrame":
     """On the driver: the RESULTS frame of the usable photos (PHOTOS rows), lazily.
 
@@ -256,7 +259,8 @@ def results_frame(
     cross a shuffle: a photo is at most its file's bytes there (inline input), else its URI.
     Sharded placement: the same PHOTOS rows, hash-partitioned by photo_id and cached, read by an
     embed stage and (joined with their neighbours) a rank stage, each decoding its photos itself:
-    no pixels in any shuffle or join, and inline bytes shuffled once (:func:`_sharded_results`)."""
+    no pixels in any shuffle or join, and inline bytes shuffled once (:func:`_sharded_results`).
+    The frames it caches are appended to ``cached``, for the caller to unpersist once written."""
     cfg_dict = cfg.model_dump()
     if cfg.index.placement == "replicated":
         return good.repartition(n_parts).mapInArrow(
@@ -265,8 +269,10 @@ def results_frame(
     # Sharded: the photos are read twice (embed, then rank), so their one shuffle is kept: hash
     # partitions by photo_id, cached (inline bytes spill to the executors' disks as shuffle files do).
     photos = good.repartition(n_parts, "photo_id").cache()
+    cached = cached if cached is not None else []
+    cached.append(photos)
     with executor_errors():
-        return _sharded_results(photos, cfg, cfg_dict, run, profile, n_parts=n_parts, progress=progress)
+        return _sharded_results(photos, cfg, cfg_dict, run, profile, n_parts=n_parts, progress=progress, cached=cached)
 
 
 def compute_description(run_id: str) -> str:
@@ -347,13 +353,17 @@ def _compute_and_commit(
         # Names the jobs in the UI and the event log; set before results_frame, whose sharded
         # placement runs its embed stage (and the photos' shuffle) at once.
         sc.setJobDescription(compute_description(run_id))
+        cached = [photos]  # unpersisted once the results are staged (a session may run again)
         try:
-            results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators)
+            results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators,
+                                    cached=cached)
             input_rows = _as_error_results(input_errors, run_id, run_date)
             with executor_errors():
                 results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
         finally:
             sc.setJobDescription(None)  # type: ignore[arg-type]  # pyspark: None clears the local property
+            for frame in cached:
+                frame.unpersist()
     seconds["compute"] = time.monotonic() - t1
     staged = spark.read.parquet(staging.results_uri)
     counts = staged.agg(
