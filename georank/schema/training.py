@@ -28,7 +28,7 @@ TRAINING_GROUPS = pa.schema(
         _f("group_description", pa.list_(pa.string()), "Candidate places: city, state, country"),
         _f("group_uri", pa.list_(pa.string()), "Candidate images"),
         _f("group_dist_km", pa.list_(pa.float64()), "WGS-84 geodesic distance from the query to each candidate, km"),
-        _f("grouping", pa.string(), "How the group was chosen: retrieved | spread | georanking"),
+        _f("grouping", pa.string(), "How the group was chosen: retrieved | spread | mixed (train.grouping) or georanking (published rows)"),
         _f("source_version", pa.string(), "Version of the gallery (or GeoRanking file) and index the row came from"),
     ]
 )
