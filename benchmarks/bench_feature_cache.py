@@ -16,7 +16,7 @@ ids. Printed:
   misses; and the largest score difference between the arms (the golden test's 1e-5 bound).
 
     .venv/bin/python benchmarks/bench_feature_cache.py [--photos 200] [--repeats 2]
-    .venv/bin/python benchmarks/bench_feature_cache.py --photos 32 --interleave 3   # one worker, min of 3
+    .venv/bin/python benchmarks/bench_feature_cache.py --photos 32 --interleave 4   # one scorer, min of 4 per arm
 
 One run's numbers on whatever machine runs this; never asserted anywhere.
 """
@@ -85,9 +85,14 @@ def _retrieved_queries(cfg: Any, photos: int) -> tuple[Any, Any, str, Any]:
 
 
 def interleaved(photos: int, reps: int, cache_mb: int) -> None:
-    """One Python worker, one partition of ``photos`` demo queries (skip rule off): rank_and_decide
-    with the cache off and on (emptied before each call: only repeats WITHIN the partition hit),
-    alternated ``reps`` times; min seconds of each (robust to other work on the machine)."""
+    """One Python worker, one partition of ``photos`` demo queries (skip rule off), ONE scorer
+    (one model in memory): rank_and_decide with its feature cache off (``features = None``, the
+    pixel path) and on (a fresh, empty cache before each call: only repeats WITHIN the partition
+    hit), ``reps`` rounds, the order swapped every round (off, on / on, off) so that neither arm
+    always runs second. Per call: seconds, cache hits, and the images the vision tower saw
+    (counted by a hook on the tower). Min and median seconds per arm: the min is the run least
+    disturbed by other work on the machine."""
+    import statistics
 
     from georank.config import load_config
     from georank.rank import get_scorer
@@ -95,22 +100,34 @@ def interleaved(photos: int, reps: int, cache_mb: int) -> None:
     from georank.ranking import rank_and_decide
 
     os.chdir(ROOT)
-    cfgs = {mb: load_config(ROOT / "conf" / "local.yaml", [f"rank.feature_cache_mb={mb}", "skip.enabled=false"]) for mb in (0, cache_mb)}
-    cfg = cfgs[0]
+    cfg = load_config(ROOT / "conf" / "local.yaml", [f"rank.feature_cache_mb={cache_mb}", "skip.enabled=false"])
     ok, neighbours, version, run = _retrieved_queries(cfg, photos)
-    best: dict[int, float] = {0: float("inf"), cache_mb: float("inf")}
-    for _ in range(reps):
-        for mb, c in cfgs.items():
-            scorer = get_scorer(c.rank, c.s3, resolve=c.resolve)
-            if scorer.features is not None:
-                scorer.features = FeatureCache(max_bytes=scorer.features.max_bytes)
+    scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)
+    assert scorer.features is not None, "--cache-mb must be > 0"
+    budget = scorer.features.max_bytes
+    tower = next(m for m in scorer.model.modules() if type(m).__name__.endswith("VisionTransformerPretrainedModel"))
+    seen = [0]
+
+    def count(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        seen[0] += 0 if grid is None else len(grid)
+
+    tower.register_forward_pre_hook(count, with_kwargs=True)
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for r in range(reps):
+        for arm in (("off", "on") if r % 2 == 0 else ("on", "off")):
+            scorer.features = None if arm == "off" else FeatureCache(max_bytes=budget)
+            seen[0] = 0
             t0 = time.perf_counter()
-            rank_and_decide(ok, neighbours, c, run, embed_version=version)
-            best[mb] = min(best[mb], time.perf_counter() - t0)
-        hits = scorer.features.hits if scorer.features else 0
-        print(f"  seconds so far (min): off {best[0]:.1f}, on {best[cache_mb]:.1f}; hits per call {hits}", flush=True)
-    print(f"interleaved, {photos} photos in one partition, min of {reps}: off {best[0]:.1f} s, on {best[cache_mb]:.1f} s, "
-          f"{best[0] / best[cache_mb]:.2f}x")
+            rank_and_decide(ok, neighbours, cfg, run, embed_version=version)
+            times[arm].append(time.perf_counter() - t0)
+            hits = scorer.features.hits if scorer.features is not None else 0
+            print(f"  round {r + 1} {arm:>3}: {times[arm][-1]:6.1f} s, hits {hits}, images through the tower {seen[0]}",
+                  flush=True)
+    off, on = min(times["off"]), min(times["on"])
+    print(f"interleaved, {photos} photos in one partition, {reps} rounds: off min {off:.1f} s (median "
+          f"{statistics.median(times['off']):.1f}), on min {on:.1f} s (median {statistics.median(times['on']):.1f}): "
+          f"off/on {off / on:.2f}x (min), {statistics.median(times['off']) / statistics.median(times['on']):.2f}x (median)")
 
 
 def repeat_shares(parts: list[list[list[int]]]) -> tuple[float, float, int]:
@@ -131,8 +148,9 @@ def main() -> None:
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.interleave:
-        print(f"load average {os.getloadavg()[0]:.1f}")
+        print(f"load average {os.getloadavg()}")
         interleaved(args.photos, args.interleave, args.cache_mb)
+        print(f"load average {os.getloadavg()}")
         return
     if args.child is not None:
         print(json.dumps(child(args.photos, args.child, args.skip == "on")))
