@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,6 +115,26 @@ def _images(decoded: pa.Table) -> list[Any]:
         rgb_from_bytes(r["rgb"], r["width_px"], r["height_px"])
         for r in decoded.select(["rgb", "width_px", "height_px"]).to_pylist()
     ]
+
+
+def decode_queries_ahead(tables: Iterator[pa.Table], cfg: GeorankConfig) -> Iterator[pa.Table]:
+    """The sharded placement's rank stage (on executors): PHOTOS columns + other columns (the
+    per-shard lists, versions) -> DECODED columns + the same other columns, each batch decoded
+    on a background thread while the ranker works on the one before
+    (:func:`georank.pipeline.decode_ahead`: the same decoder, so the pixels the embed stage saw)."""
+    held: deque[pa.Table] = deque()  # at most two: the batch being decoded and the one ready
+
+    def photos() -> Iterator[pa.Table]:
+        for table in tables:
+            held.append(table)
+            yield table.select(S.PHOTOS.names)
+
+    for decoded in decode_ahead(photos(), cfg):
+        rest = held.popleft()
+        for name in rest.column_names:
+            if name not in S.PHOTOS.names:
+                decoded = decoded.append_column(name, rest.column(name))
+        yield decoded
 
 
 def embed_photos(decoded: pa.Table, cfg: GeorankConfig) -> tuple[np.ndarray, str]:

@@ -32,7 +32,6 @@ import datetime as dt
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,7 +40,7 @@ import pyarrow as pa
 from georank import schema as S
 from georank.config import GeorankConfig
 from georank.errors import GalleryIndexError, RunError
-from georank.pipeline import RunInfo, decode_ahead
+from georank.pipeline import RunInfo, decode_ahead, decode_queries_ahead
 from georank.spark.commit import Staging
 from georank.spark.executors import executor_errors, gpu_profile, on_executors, passthrough
 from georank.spark.photos import read_photos, split_bad_ids
@@ -120,26 +119,6 @@ def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
         )
 
     return embed
-
-
-def decode_queries_ahead(tables: Iterator[pa.Table], cfg: GeorankConfig) -> Iterator[pa.Table]:
-    """On executors, the sharded placement's rank stage: PHOTOS columns + other columns (the
-    per-shard lists, versions) -> DECODED columns + the same other columns, each batch decoded
-    on a background thread while the ranker works on the one before
-    (:func:`georank.pipeline.decode_ahead`: the same decoder, so the pixels the embed stage saw)."""
-    held: deque[pa.Table] = deque()  # at most two: the batch being decoded and the one ready
-
-    def photos() -> Iterator[pa.Table]:
-        for table in tables:
-            held.append(table)
-            yield table.select(S.PHOTOS.names)
-
-    for decoded in decode_ahead(photos(), cfg):
-        rest = held.popleft()
-        for name in rest.column_names:
-            if name not in S.PHOTOS.names:
-                decoded = decoded.append_column(name, rest.column(name))
-        yield decoded
 
 
 def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
