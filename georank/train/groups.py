@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from georank.config import GeorankConfig
+from georank.config import GeorankConfig, TrainConfig
 from georank.errors import ConfigError, InputError
 from georank.geo import geodesic_km
 from georank.places import ecef_km
@@ -112,6 +112,16 @@ def mixed_choice(
     return band_choice(arc_km, usable, bands_km, rng, chosen=[nearest, *picked])
 
 
+def choose_group(
+    t: TrainConfig, arc_km: np.ndarray, usable: np.ndarray, lookalike_rows: Sequence[int], rng: np.random.Generator
+) -> list[int]:
+    """Rows of one group by ``t.grouping`` (``t``: the train config), ``spread`` or ``mixed``
+    (``lookalike_rows``: the query's retrieved neighbours, used by ``mixed``), cut at ``t.group_size``."""
+    if t.grouping == "spread":
+        return spread_choice(arc_km, usable, t.spread_bands_km, rng)[: t.group_size]
+    return mixed_choice(arc_km, usable, lookalike_rows, t.lookalikes, t.spread_bands_km, rng)[: t.group_size]
+
+
 def build_groups(
     gallery: pa.Table,
     query_rows: np.ndarray,
@@ -165,11 +175,9 @@ def build_groups(
         else:
             usable = gid != gid[row]  # the query (by id) never becomes its own candidate
             arc = arc_km_from(ecef[row], ecef)
-            if t.grouping == "spread":
-                rows = spread_choice(arc, usable, t.spread_bands_km, rng)[: t.group_size]
-            else:  # mixed: look-alikes from the neighbours the ranker would order at inference
-                alike = [row_of[n_ids[i]] for i in keep[: cfg.candidates.retrieved] if n_ids[i] in row_of]
-                rows = mixed_choice(arc, usable, alike, t.lookalikes, t.spread_bands_km, rng)[: t.group_size]
+            # mixed: look-alikes from the neighbours the ranker would order at inference
+            alike = [row_of[n_ids[i]] for i in keep[: cfg.candidates.retrieved] if n_ids[i] in row_of]
+            rows = choose_group(t, arc, usable, alike, rng)
             g_id = [str(int(gid[r])) for r in rows]
             g_lat, g_lon = [float(lat[r]) for r in rows], [float(lon[r]) for r in rows]
             g_desc, g_uri = [desc[r] for r in rows], [uri[r] for r in rows]
@@ -274,6 +282,6 @@ def read_georanking(table: pa.Table, *, images_root: str, group_size: int, sourc
 
 
 __all__ = [
-    "arc_km_from", "band_choice", "build_groups", "mixed_choice", "read_georanking", "remove_self", "sample_queries",
+    "arc_km_from", "band_choice", "build_groups", "choose_group", "mixed_choice", "read_georanking", "remove_self", "sample_queries",
     "spread_choice",
 ]

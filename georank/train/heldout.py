@@ -32,7 +32,7 @@ def heldout_groups(
     candidates from ``gallery`` (with ``description``, :func:`georank.train.build.with_descriptions`)."""
     from georank.retrieve import search
     from georank.train.build import embed_queries
-    from georank.train.groups import arc_km_from, mixed_choice, spread_choice
+    from georank.train.groups import arc_km_from, choose_group
 
     t = cfg.train
     uris = photos.column("uri").to_pylist()
@@ -53,11 +53,8 @@ def heldout_groups(
         if t.grouping in ("spread", "mixed"):
             arc = arc_km_from(ecef_km(np.array([q_lat]), np.array([q_lon]))[0], ecef)
             usable = np.ones(len(gid), dtype=bool)
-            if t.grouping == "spread":
-                chosen = spread_choice(arc, usable, t.spread_bands_km, rng)[: t.group_size]
-            else:
-                alike = [row_of[int(x)] for x in neigh.gallery_id[qi][: cfg.candidates.retrieved] if int(x) in row_of]
-                chosen = mixed_choice(arc, usable, alike, t.lookalikes, t.spread_bands_km, rng)[: t.group_size]
+            alike = [row_of[int(x)] for x in neigh.gallery_id[qi][: cfg.candidates.retrieved] if int(x) in row_of]
+            chosen = choose_group(t, arc, usable, alike, rng)
         else:
             pos = np.searchsorted(gid, neigh.gallery_id[qi][: t.group_size]) if np.all(np.diff(gid) > 0) else None
             chosen = (
