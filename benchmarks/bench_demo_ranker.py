@@ -82,8 +82,11 @@ def errors_km(truth: dict[str, tuple[float, float]], ids: list[str], latlon_deg:
 
 def figures(err_km: np.ndarray, n: int) -> dict[str, float]:
     """Accuracy (%) within each radius (strict <; a missing photo is a miss) and the median km."""
-    out = {f"acc@{r:g}km": 100.0 * float(np.sum(err_km < r)) / n for r in RADII_KM}
-    out["median_km"] = float(np.median(err_km)) if len(err_km) else float("nan")
+    from georank.evaluate import accuracy_from_errors
+
+    acc = accuracy_from_errors(np.concatenate([err_km, np.full(n - len(err_km), np.inf)]), RADII_KM)
+    out = {f"acc@{r:g}km": 100.0 * a for r, a in zip(RADII_KM, acc.accuracy)}
+    out["median_km"] = acc.median_km
     return out
 
 
