@@ -2,7 +2,7 @@
 SIGKILLed (its whole process group: the driver JVM, the Python driver and its workers) at
 several points, rerun, a Python worker killed mid-task, a rerun beside a run of the next date.
 
-One module-scoped sequence of runs on one date over the same photos (4 good, 1 bad), into the
+One module-scoped sequence of runs on one date over the same photos (4 good, 2 bad), into the
 one results table (a run's date lands in ONE Delta commit):
 
     run 1     complete, with a Python worker killed once mid-task (GEORANK_FAULT_INJECT)
@@ -11,23 +11,28 @@ one results table (a run's date lands in ONE Delta commit):
     run 4     killed while computing (decoding and ranking share one task on CPU; killed at ranking)
                                                             -> no change
     run 6+8   undisturbed, started at once: a rerun of the date after the crashes, and the next
-              date                                          -> both whole, both equal to run 1
+              date reading the same photos under an s3:// prefix (moto's S3 server on loopback,
+              listed and read on the executors with boto3)
+                                                            -> both whole, both equal to run 1
 (Two runs of the SAME date at once are covered in-process by tests/job/test_commit.py: the one
 that started later wins, the older one's skipped commit fails it.)
 
 After each step the date holds exactly one complete run (never a part of one) and, once a run
 completes, exactly one row per photo; a run of another date beside it loses nothing. Every
-run carries dummy AWS keys in its environment; no output may contain them.
+run carries dummy AWS keys in its environment (run 8 signs its S3 requests with them); no
+output may contain them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +46,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # 5 spark-submit run
 DAY, NEXT_DAY = dt.date(2026, 11, 26), dt.date(2026, 11, 27)
 SECRET = "GEORANKTESTSECRETd0n0tl0g"
 KEY_ID = "GEORANKTESTKEYID0000"
-N_GOOD, N_BAD = 4, 1
+N_GOOD, N_BAD = 4, 2  # bad: an empty .jpg and a text file
+NOT_AN_IMAGE = b"not an image: a list of photo ids\n"
+BUCKET, PREFIX = "georank-catalogue", f"untagged/{NEXT_DAY.isoformat()}/"
 
 
 @dataclass
@@ -52,12 +59,13 @@ class Run:
     summary: dict[str, Any] | None
 
 
-def _start(conf: Path, photos: Path, log: Path, day: dt.date = DAY, **env: str) -> tuple[subprocess.Popen[str], Any]:
+def _start(conf: Path, photos: Path | str, log: Path, day: dt.date = DAY, **env: str) -> tuple[subprocess.Popen[str], Any]:
     full_env = {
         **os.environ,
         "GEORANK_SKIP_SETUP": "1",
         "AWS_ACCESS_KEY_ID": KEY_ID,
         "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance metadata service
         **env,
     }
     out = log.open("w")
@@ -123,15 +131,48 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @pytest.fixture(scope="module")
-def world(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def s3_photos(tiny_world: Path) -> Iterator[tuple[str, list[Path]]]:
+    """The runs' photos (4 good, an empty .jpg, a text file) also under an s3:// prefix of moto's S3 server on
+    loopback (request authorisation off: any keys sign). Yields (endpoint URL, local files)."""
+    from moto.server import ThreadedMotoServer
+
+    from georank.config import S3Config
+    from georank.storage import s3_client
+
+    files = sorted((tiny_world / "queries").glob("*.jpg"))[:N_GOOD]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+            mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+            client = s3_client(S3Config(endpoint_url=url, path_style=True))
+            client.create_bucket(Bucket=BUCKET)
+            for p in files:
+                client.put_object(Bucket=BUCKET, Key=PREFIX + p.name, Body=p.read_bytes())
+            client.put_object(Bucket=BUCKET, Key=PREFIX + "empty.jpg", Body=b"")
+            client.put_object(Bucket=BUCKET, Key=PREFIX + "manifest.txt", Body=NOT_AN_IMAGE)
+        yield url, files
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tiny_world: Path, s3_photos: tuple[str, list[Path]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("crash")
     photos = tmp / "photos"
     photos.mkdir()
-    for p in sorted((tiny_world / "queries").glob("*.jpg"))[:N_GOOD]:
+    endpoint_url, files = s3_photos
+    for p in files:
         (photos / p.name).write_bytes(p.read_bytes())
     (photos / "empty.jpg").write_bytes(b"")
+    (photos / "manifest.txt").write_bytes(NOT_AN_IMAGE)
     conf = tiny_conf(tiny_world, tmp / "c.yaml", input={"photos_per_partition": 2, "photos_per_batch": 1},
                      skip={"enabled": False}, spark={"master": "local[2,3]"},
+                     s3={"endpoint_url": endpoint_url, "path_style": True},
                      write={"staging_ttl_hours": 0, "lease_refresh_s": 2, "lease_timeout_s": 30})
     tables_dir = tmp / "c-tables"
     return {"tmp": tmp, "photos": photos, "conf": conf, "tables": str(tables_dir / "results"), "tables_dir": tables_dir,
@@ -161,6 +202,9 @@ def test_a_run_with_a_python_worker_killed_completes(sequence) -> None:  # type:
     assert re.search(r"Lost task 0\.0 in stage|Python worker exited unexpectedly", r1.output), "Spark saw no task failure"
     assert (r1.summary["read"], r1.summary["predicted"], r1.summary["errors"]) == (N_GOOD + N_BAD, N_GOOD, N_BAD)
     assert _whole_run(state) == r1.run_id
+    errors = {e["photo_id"]: (e["stage"], e["reason"]) for e in state["errors"]}
+    assert errors["empty"] == ("decode", "the file is empty (0 bytes)")
+    assert errors["manifest"][0] == "decode" and errors["manifest"][1].startswith("not an image"), errors
 
 
 def test_killed_at_the_commit(sequence) -> None:  # type: ignore[no-untyped-def]
@@ -177,10 +221,12 @@ def test_a_rerun_after_the_crashes_beside_a_run_of_the_next_date(sequence, world
     """After the crashes, an undisturbed rerun of the date and a run of the next date at once (a
     rerun of last night beside tonight's run): both complete, each date whole, neither loses a row,
     both equal run 1's output (which had a Python worker killed), and only the killed runs may have
-    left staging behind."""
+    left staging behind. The next date reads the same photos from an s3:// prefix: every object
+    under it is listed and read on the executors (the empty one a decode error row), each row
+    keeps its s3:// URI."""
     w, tmp = world, world["tmp"]
     a = _start(w["conf"], w["photos"], tmp / "run6.log")
-    c = _start(w["conf"], w["photos"], tmp / "run8.log", day=NEXT_DAY)
+    c = _start(w["conf"], f"s3://{BUCKET}/{PREFIX}", tmp / "run8.log", day=NEXT_DAY)
     ra, rc = _finish(*a), _finish(*c)
     w["runs"]["run6"], w["runs"]["run8"] = (ra, None), (rc, None)
     for r in (ra, rc):
@@ -192,6 +238,11 @@ def test_a_rerun_after_the_crashes_beside_a_run_of_the_next_date(sequence, world
         assert sorted(map(_key, state["predictions"])) == sorted(map(_key, ref["predictions"]))
         assert sorted((e["photo_id"], e["stage"], e["reason"]) for e in state["errors"]) == sorted(
             (e["photo_id"], e["stage"], e["reason"]) for e in ref["errors"])
+        if day == NEXT_DAY:
+            names = sorted(p.name for p in w["photos"].iterdir())
+            assert sorted(r["uri"] for r in state["predictions"] + state["errors"]) == [
+                f"s3://{BUCKET}/{PREFIX}{n}" for n in names]
+            assert all(r["index_version"] and r["model_version"] for r in state["predictions"])
     assert ra.run_id != sequence["run1"][0].run_id
     staging = w["tables_dir"] / "_staging" / "results"
     left = sorted(p.name for p in staging.iterdir()) if staging.exists() else []
