@@ -22,7 +22,9 @@ placements live in :mod:`georank.spark.retrieve`.
 
 The package, by job: :mod:`~georank.retrieve.merge` (Neighbours, the exact merge),
 :mod:`~georank.retrieve.shard` (load, validate and search one shard; GPU),
-:mod:`~georank.retrieve.gallery_index` (the held shards of one index, the worker caches).
+:mod:`~georank.retrieve.gallery_index` (the held shards of one index, the worker caches),
+:mod:`~georank.retrieve.lookup` (the rows of merged ids from the shards' memory-mapped metadata,
+for the sharded placement, whose search shuffles ids and scores only).
 """
 
 from __future__ import annotations

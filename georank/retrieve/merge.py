@@ -102,32 +102,23 @@ def _check_no_padding(ids: np.ndarray, *, k: int, ntotal: int | None) -> None:
         )
 
 
-def merge_neighbours(parts: Sequence[Neighbours], k: int, *, ntotal: int | None = None) -> Neighbours:
-    """Exact merge of per-shard top-k lists of the same q queries into one top-k per query.
-
-    ``parts``: one Neighbours per shard, each ``(q, k_s)`` best first (k_s may differ; -1
-    padding allowed). Uses ``faiss.merge_knn_results(keep_max=True)``; then each merged id
-    is mapped back to its row among the parts by id. Raises GalleryIndexError on a -1 left in
-    the result.
-    """
+def merge_scores(
+    gallery_id: np.ndarray, similarity: np.ndarray, *, ntotal: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact merge of per-shard top-k scores: ``gallery_id (s, q, k) int64`` and ``similarity
+    (s, q, k) float32``, each shard's lists best first, -1 / float32-min padded, in shard order
+    -> the merged ``ids (q, k) int64``, ``similarity (q, k) float32`` and ``src (q, k)``: where
+    each merged id is among the shards' lists laid side by side (column ``shard * k + rank``),
+    found by id. ``faiss.merge_knn_results(keep_max=True)``, so the order and ties of one search
+    over the whole gallery. Raises GalleryIndexError on a -1 left in the result."""
     import faiss
 
-    if not parts:
-        raise GalleryIndexError("merge_neighbours: expected results from at least one shard, got none")
-    q = len(parts[0])
-    if any(len(p) != q for p in parts):
-        raise GalleryIndexError(f"merge_neighbours: expected {q} queries from every shard, got {[len(p) for p in parts]}")
-    padded = [_pad(p, k) for p in parts]
-    d_all = np.stack([p.similarity for p in padded]).astype(np.float32)  # (s, q, k)
-    i_all = np.stack([p.gallery_id for p in padded]).astype(np.int64)  # (s, q, k)
-    sim, ids = faiss.merge_knn_results(d_all, i_all, keep_max=True)  # (q, k) each
+    s, q, k = gallery_id.shape
+    sim, ids = faiss.merge_knn_results(
+        np.ascontiguousarray(similarity, dtype=np.float32), np.ascontiguousarray(gallery_id, dtype=np.int64), keep_max=True
+    )  # (q, k) each
     _check_no_padding(ids, k=k, ntotal=ntotal)
-    # Which (shard, column) of the stacked lists holds each merged id, by id.
-    flat_ids = np.concatenate([p.gallery_id for p in padded], axis=1)  # (q, s*k)
-    lat_all = np.concatenate([p.lat_deg for p in padded], axis=1)
-    lon_all = np.concatenate([p.lon_deg for p in padded], axis=1)
-    desc_all = [[d for p in padded for d in p.description[r]] for r in range(q)]
-    uri_all = [[u for p in padded for u in p.image_uri[r]] for r in range(q)]
+    flat_ids = np.concatenate(list(gallery_id), axis=1) if s else np.zeros((q, 0), np.int64)  # (q, s*k)
     src = np.empty((q, k), dtype=np.int64)
     for r in range(q):
         order = np.argsort(flat_ids[r], kind="stable")
@@ -137,10 +128,34 @@ def merge_neighbours(parts: Sequence[Neighbours], k: int, *, ntotal: int | None 
         if not np.array_equal(flat_ids[r][found], ids[r]):
             raise GalleryIndexError(f"merge_neighbours: merged id not found among the shard results of query {r}")
         src[r] = found
+    return ids, sim.astype(np.float32), src
+
+
+def merge_neighbours(parts: Sequence[Neighbours], k: int, *, ntotal: int | None = None) -> Neighbours:
+    """Exact merge of per-shard top-k lists of the same q queries into one top-k per query.
+
+    ``parts``: one Neighbours per shard, each ``(q, k_s)`` best first (k_s may differ; -1
+    padding allowed). Uses ``faiss.merge_knn_results(keep_max=True)``; then each merged id
+    is mapped back to its row among the parts by id. Raises GalleryIndexError on a -1 left in
+    the result.
+    """
+    if not parts:
+        raise GalleryIndexError("merge_neighbours: expected results from at least one shard, got none")
+    q = len(parts[0])
+    if any(len(p) != q for p in parts):
+        raise GalleryIndexError(f"merge_neighbours: expected {q} queries from every shard, got {[len(p) for p in parts]}")
+    padded = [_pad(p, k) for p in parts]
+    ids, sim, src = merge_scores(
+        np.stack([p.gallery_id for p in padded]), np.stack([p.similarity for p in padded]), ntotal=ntotal
+    )
+    lat_all = np.concatenate([p.lat_deg for p in padded], axis=1)  # (q, s*k), as src counts
+    lon_all = np.concatenate([p.lon_deg for p in padded], axis=1)
+    desc_all = [[d for p in padded for d in p.description[r]] for r in range(q)]
+    uri_all = [[u for p in padded for u in p.image_uri[r]] for r in range(q)]
     rows = np.arange(q)[:, None]
     return Neighbours(
         gallery_id=ids,
-        similarity=sim.astype(np.float32),
+        similarity=sim,
         lat_deg=lat_all[rows, src],
         lon_deg=lon_all[rows, src],
         description=[[desc_all[r][j] for j in src[r]] for r in range(q)],
@@ -171,4 +186,4 @@ def _pad(p: Neighbours, k: int) -> Neighbours:
     )
 
 
-__all__ = ["Neighbours", "merge_neighbours"]
+__all__ = ["Neighbours", "merge_neighbours", "merge_scores"]

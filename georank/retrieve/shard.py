@@ -20,7 +20,7 @@ from georank import schema as S
 from georank.config import S3Config
 from georank.errors import GalleryIndexError, SetupError
 from georank.index import IVF_TYPES, META_VERSION_KEY, Manifest
-from georank.retrieve.merge import Neighbours, _pad
+from georank.retrieve.merge import Neighbours
 from georank.storage import join_uri, local_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -47,40 +47,58 @@ class Shard:
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of gallery ids in this shard's metadata, by id; -1 stays -1.
         An id the metadata does not hold is a GalleryIndexError."""
-        flat = ids.reshape(-1)
-        pos = np.searchsorted(self.ids, flat)
-        pos_c = np.minimum(pos, max(len(self.ids) - 1, 0))
-        valid = flat >= 0
-        hit = valid & (len(self.ids) > 0)
-        if len(self.ids):
-            hit &= self.ids[pos_c] == flat
-        if (valid & ~hit).any():
-            missing = flat[valid & ~hit][:3].tolist()
-            raise GalleryIndexError(
-                f"shard {self.shard} of index {self.manifest.index_version} returned ids its metadata does not hold, "
-                f"e.g. {missing}; expected every FAISS id in {self.uri}'s Parquet file"
-            )
-        return np.where(valid, pos_c, -1).reshape(ids.shape)
+        return rows_by_id(self.ids, ids, what=f"shard {self.shard} of index {self.manifest.index_version}", uri=self.uri)
+
+    def search_scores(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """This shard's top-k ids ``(q, k) int64`` and inner products ``(q, k) float32`` for
+        ``queries (q, dim) float32``, best first, padded with -1 / float32 min (as :meth:`search`),
+        without the rows' metadata: what an exact merge needs (the sharded placement's search)."""
+        queries = _check_queries(queries, self.manifest.dim)
+        q, k_s = len(queries), min(k, self.ntotal)
+        if q == 0 or k_s == 0:
+            ids, sim = np.zeros((q, 0), np.int64), np.zeros((q, 0), np.float32)
+        else:
+            sim, ids = self.index.search(queries, k_s)  # (q, k_s) each
+        extra = k - k_s
+        return (
+            np.concatenate([ids.astype(np.int64), np.full((q, extra), -1, np.int64)], axis=1),
+            np.concatenate([sim.astype(np.float32), np.full((q, extra), np.finfo(np.float32).min, np.float32)], axis=1),
+        )
 
     def search(self, queries: np.ndarray, k: int) -> Neighbours:
-        """This shard's top-k for ``queries (q, dim) float32``; may hold -1 padding."""
-        queries = _check_queries(queries, self.manifest.dim)
-        k_s = min(k, self.ntotal)
-        if len(queries) == 0 or k_s == 0:
-            q = len(queries)
-            return _pad(Neighbours(np.zeros((q, 0), np.int64), np.zeros((q, 0), np.float32), np.zeros((q, 0)),
-                                   np.zeros((q, 0)), [[] for _ in range(q)], [[] for _ in range(q)],
-                                   self.manifest.index_version), k)
-        sim, ids = self.index.search(queries, k_s)  # (q, k_s) each
+        """This shard's top-k for ``queries (q, dim) float32``, with each row's metadata; may hold
+        -1 padding (with NaN coordinates and empty strings)."""
+        ids, sim = self.search_scores(queries, k)
         rows = self.rows_of(ids)
         r = np.maximum(rows, 0)
         pad = rows < 0
+        if not len(self.ids):  # an empty shard: every row is padding
+            nan, empty = np.full(ids.shape, np.nan), np.full(ids.shape, "", dtype=object)
+            return Neighbours(ids, sim, nan, nan.copy(), empty.tolist(), empty.tolist(), self.manifest.index_version)
         lat = np.where(pad, np.nan, self.lat_deg[r])
         lon = np.where(pad, np.nan, self.lon_deg[r])
         desc = np.where(pad, "", self.description[r]).tolist()
         uri = np.where(pad, "", self.image_uri[r]).tolist()
-        return _pad(Neighbours(ids.astype(np.int64), sim.astype(np.float32), lat, lon, desc, uri,
-                               self.manifest.index_version), k)
+        return Neighbours(ids, sim, lat, lon, desc, uri, self.manifest.index_version)
+
+
+def rows_by_id(sorted_ids: np.ndarray, ids: np.ndarray, *, what: str, uri: str) -> np.ndarray:
+    """Row positions ``ids.shape`` of gallery ``ids`` among a shard's ``sorted_ids`` (its
+    metadata's, sorted and unique), by binary search; -1 stays -1. An id the metadata does not
+    hold is a GalleryIndexError naming ``what`` and the shard's ``uri``."""
+    flat = ids.reshape(-1)
+    n = len(sorted_ids)
+    pos_c = np.minimum(np.searchsorted(sorted_ids, flat), max(n - 1, 0))
+    valid = flat >= 0
+    hit = valid & (n > 0)
+    if n:
+        hit &= sorted_ids[pos_c] == flat
+    if (valid & ~hit).any():
+        missing = flat[valid & ~hit][:3].tolist()
+        raise GalleryIndexError(
+            f"{what} returned ids its metadata does not hold, e.g. {missing}; expected every FAISS id in {uri}'s Parquet file"
+        )
+    return np.where(valid, pos_c, -1).reshape(ids.shape)
 
 
 def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
@@ -91,6 +109,35 @@ def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
             "was the index built with another embedder (embed.kind / embed.model_uri)?"
         )
     return queries
+
+
+def open_meta(manifest: Manifest, shard: int, *, root_uri: str, s3: S3Config) -> pq.ParquetFile:
+    """Shard ``shard``'s metadata Parquet file (SHARD_META), fetched through the host's artifact
+    cache and checked against ``manifest`` (its index version and sha256). Driver or executor."""
+    if not 0 <= shard < manifest.n_shards:
+        raise GalleryIndexError(f"expected a shard number in [0, {manifest.n_shards}), got {shard}")
+    entry, v = manifest.shards[shard], manifest.index_version
+    meta_uri = join_uri(root_uri, entry.meta_file)
+    try:
+        meta_path = local_path(meta_uri, s3)
+    except Exception as exc:  # noqa: BLE001 - InputError or S3 failures: say which shard
+        raise GalleryIndexError(f"shard {shard} of index {v} is missing: {exc}") from None
+    try:
+        meta_file = pq.ParquetFile(meta_path)
+        meta_version = (meta_file.schema_arrow.metadata or {}).get(META_VERSION_KEY, b"").decode()
+    except Exception as exc:  # noqa: BLE001
+        raise GalleryIndexError(f"shard {shard} metadata {meta_uri} is corrupt: not a readable Parquet file ({exc})") from None
+    if meta_version != v:
+        raise GalleryIndexError(
+            f"shard {shard} metadata {meta_uri} belongs to index version {meta_version or '(none)'}, "
+            f"but the manifest is version {v}; expected the files of one build (rebuild, or restore the shard)"
+        )
+    if sha256_file(meta_path) != entry.meta_sha256:
+        raise GalleryIndexError(
+            f"shard {shard} metadata {meta_uri} does not match the manifest of index version {v} (sha256); "
+            "the file is corrupt or from another index version"
+        )
+    return meta_file
 
 
 def open_shard(
@@ -106,33 +153,18 @@ def open_shard(
         raise GalleryIndexError(f"expected a shard number in [0, {manifest.n_shards}), got {shard}")
     entry = manifest.shards[shard]
     v = manifest.index_version
-    index_uri, meta_uri = join_uri(root_uri, entry.index_file), join_uri(root_uri, entry.meta_file)
+    index_uri = join_uri(root_uri, entry.index_file)
     try:
-        index_path, meta_path = local_path(index_uri, s3), local_path(meta_uri, s3)
+        index_path = local_path(index_uri, s3)
     except Exception as exc:  # noqa: BLE001 - InputError or S3 failures: say which shard
         raise GalleryIndexError(f"shard {shard} of index {v} is missing: {exc}") from None
-
-    try:
-        meta_file = pq.ParquetFile(meta_path)
-        meta_version = (meta_file.schema_arrow.metadata or {}).get(META_VERSION_KEY, b"").decode()
-    except Exception as exc:  # noqa: BLE001
-        raise GalleryIndexError(f"shard {shard} metadata {meta_uri} is corrupt: not a readable Parquet file ({exc})") from None
-    if meta_version != v:
-        raise GalleryIndexError(
-            f"shard {shard} metadata {meta_uri} belongs to index version {meta_version or '(none)'}, "
-            f"but the manifest is version {v}; expected the files of one build (rebuild, or restore the shard)"
-        )
+    meta_file = open_meta(manifest, shard, root_uri=root_uri, s3=s3)
     got = sha256_file(index_path)
     if got != entry.sha256:
         raise GalleryIndexError(
             f"shard {shard} file {index_uri} does not match the manifest of index version {v}: "
             f"expected sha256 {entry.sha256[:16]}..., got {got[:16]}...; the file is corrupt, truncated, "
             "or from another index version"
-        )
-    if sha256_file(meta_path) != entry.meta_sha256:
-        raise GalleryIndexError(
-            f"shard {shard} metadata {meta_uri} does not match the manifest of index version {v} (sha256); "
-            "the file is corrupt or from another index version"
         )
     try:
         index = faiss.read_index(str(index_path))
@@ -207,4 +239,4 @@ def to_gpu(index: Any, *, what: str) -> Any:
         raise GalleryIndexError(f"{what}: faiss cannot move this index to GPU {gpu} ({exc}); set index.device=cpu") from None
 
 
-__all__ = ["Shard", "open_shard", "set_search_params", "to_gpu"]
+__all__ = ["Shard", "open_meta", "open_shard", "rows_by_id", "set_search_params", "to_gpu"]

@@ -21,8 +21,9 @@ Shape of a run::
 With ``index.placement: sharded`` the repartition hashes the PHOTOS rows by photo_id and caches
 them; an embed stage decodes them (a batch ahead), the search runs shard by shard, and the rank
 stage joins each photo's per-shard neighbour lists (partitioned like the photos: neither side
-moves) to the same cached PHOTOS rows, merges the lists and decodes the photos again: no pixels
-in any shuffle, inline bytes shuffled once, the neighbour lists once.
+moves) to the same cached PHOTOS rows, merges the lists, looks up the winners' rows in the shards'
+memory-mapped metadata and decodes the photos again: no pixels in any shuffle, inline bytes
+shuffled once, the per-shard ids and scores once.
       -> ONE results commit (replaceWhere run_date: a rerun replaces the date; georank.spark.commit)
 """
 
@@ -127,8 +128,8 @@ def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     from georank.spark.retrieve import merge_lists
 
     def rank(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        """Sharded placement: DECODED + per-shard lists + embed_version rows -> RESULTS: merge
-        each photo's lists exactly (NEIGHBOURS), then rank. A photo whose second read or decode
+        """Sharded placement: DECODED + per-shard lists (ids, scores) + embed_version rows -> RESULTS:
+        merge each photo's lists exactly, look up the winners' rows (NEIGHBOURS), then rank. A photo whose second read or decode
         fails (its file changed between the stages) is its own error row."""
         import pyarrow.compute as pc
 
@@ -138,8 +139,7 @@ def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
         good = table.filter(pc.invert(bad))
         for version in sorted(set(good.column("embed_version").to_pylist())):
             rows = good.filter(pc.equal(good.column("embed_version"), version))
-            neighbours = merge_lists(rows.select(["photo_id", "parts", "index_version"]), n_shards=manifest.n_shards,
-                                     k=cfg.retrieve.k, ntotal=manifest.ntotal)
+            neighbours = merge_lists(rows.select(["photo_id", "parts"]), cfg=cfg, manifest=manifest, k=cfg.retrieve.k)
             parts.append(rank_and_decide(rows.select(S.DECODED.names), neighbours, cfg, run, embed_version=version))
         return pa.concat_tables(parts) if parts else S.RESULTS.empty_table()
 
@@ -174,8 +174,8 @@ def _sharded_results(
     (a batch ahead), the shard-wise search (:func:`georank.spark.retrieve.shard_lists`), then a
     rank stage that merges each photo's per-shard lists exactly, decodes its photos again and
     ranks. The per-shard lists come partitioned like the photos, so their join moves neither
-    side: the photos cross one shuffle, the neighbour lists one (plus the queries' embeddings
-    to the shards)."""
+    side: the photos cross one shuffle, the per-shard ids and scores one (plus the queries'
+    embeddings to the shards); the winners' rows are looked up after the merge."""
     from pyspark.sql import functions as F
 
     from georank.index import Manifest
@@ -212,7 +212,7 @@ def _sharded_results(
     joined = (
         photos.join(lists, "photo_id")
         .join(embedded_ok.select("photo_id", "embed_version"), "photo_id")
-        .select(*S.PHOTOS.names, "parts", "index_version", "embed_version")
+        .select(*S.PHOTOS.names, "parts", "embed_version")
     )
     ranked = joined.mapInArrow(
         on_executors(cfg_dict, _rank_step(run), accelerator=True, progress=progress, prepare=decode_queries_ahead),

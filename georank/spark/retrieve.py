@@ -9,12 +9,14 @@
     For an index larger than one executor wants to hold. Queries are crossed with
     the shard numbers; ``groupBy(shard, query partition).applyInArrow`` searches
     each (shard, query chunk) group with only that shard loaded (so a worker holds
-    the shards it is asked for, not all of them), keeping the shard's own top-k
-    with its rows looked up by id; then the per-shard lists of each query are
-    collected (``groupBy(photo_id)``, ``collect_list``; :func:`shard_lists`) and merged
-    exactly with ``faiss.merge_knn_results`` in vectorised ``mapInArrow`` batches
-    (:func:`merge_lists`). The geotag job takes the lists unmerged, partitioned like its
-    photos, and merges them in its rank stage, so the neighbours cross one shuffle, not two.
+    the shards it is asked for, not all of them), keeping the shard's own top-k ids
+    and scores only (a few bytes a neighbour); then the per-shard lists of each query
+    are collected (``groupBy(photo_id)``, ``collect_list``; :func:`shard_lists`), merged
+    exactly with ``faiss.merge_knn_results`` in vectorised ``mapInArrow`` batches, and
+    the winners' rows (coordinates, places, image URIs) looked up in the shards' metadata,
+    memory-mapped on the executor (:func:`merge_lists`; :mod:`georank.retrieve.lookup`).
+    The geotag job takes the lists unmerged, partitioned like its photos, and merges
+    them in its rank stage, so the neighbours cross one shuffle, not two.
 
 Both return one row per query in schema.NEIGHBOURS and give the same ids and
 scores as one exact index over the whole gallery. The driver reads the manifest
@@ -40,7 +42,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-_PER_SHARD = pa.schema([S.NEIGHBOURS.field(n) for n in S.NEIGHBOURS.names] + [pa.field("shard", pa.int32())])
+# One shard's top-k for one query: what the exact merge needs, nothing of the rows (looked up after it).
+_PER_SHARD = pa.schema([S.NEIGHBOURS.field("photo_id"), pa.field("shard", pa.int32()),
+                        S.NEIGHBOURS.field("gallery_id"), S.NEIGHBOURS.field("similarity")])
+_SCORES = ["shard", "gallery_id", "similarity"]
 
 
 def retrieve_neighbours(
@@ -105,17 +110,16 @@ def _replicated(cfg_d: dict[str, Any], m_d: dict[str, Any], k: int) -> Callable[
 def _sharded(queries: DataFrame, cfg_d: dict[str, Any], m: Manifest, k: int) -> DataFrame:
     from georank.schema import spark_schema
 
-    return shard_lists(queries, cfg_d=cfg_d, manifest=m, k=k).mapInArrow(
-        _merge(m.n_shards, k, m.ntotal), spark_schema(S.NEIGHBOURS)
-    )
+    return shard_lists(queries, cfg_d=cfg_d, manifest=m, k=k).mapInArrow(_merge(cfg_d, m.to_dict(), k), spark_schema(S.NEIGHBOURS))
 
 
 def shard_lists(
     queries: DataFrame, *, cfg_d: dict[str, Any], manifest: Manifest, k: int, n_parts: int | None = None
 ) -> DataFrame:
-    """Each query's top-k from every shard, not merged yet: one row per query (``photo_id``,
-    ``parts``: one struct per shard in shard order, ``index_version``); :func:`merge_lists`
-    merges them exactly. ``queries``: ``photo_id`` string, ``embedding`` list<float>.
+    """Each query's top-k ids and scores from every shard, not merged yet: one row per query
+    (``photo_id``; ``parts``: one struct of ``shard``, ``gallery_id`` and ``similarity`` lists per
+    shard, in shard order); :func:`merge_lists` merges them exactly and looks up the winners' rows.
+    ``queries``: ``photo_id`` string, ``embedding`` list<float>.
 
     ``n_parts``: the rows come hash-partitioned by ``photo_id`` into that many partitions, the
     partitioning of ``DataFrame.repartition(n_parts, "photo_id")``, so that a join with a frame
@@ -131,36 +135,39 @@ def shard_lists(
     crossed = queries.withColumn("chunk", F.spark_partition_id()).crossJoin(F.broadcast(shards))
 
     def search_group(table: pa.Table) -> pa.Table:
-        """Executor: one shard's top-k for one chunk of queries, rows looked up by id."""
+        """Executor: one shard's top-k ids and scores for one chunk of queries."""
         from georank.config import validate_config
         from georank.retrieve import get_shard
 
         cfg, man = validate_config(cfg_d), Manifest.from_dict(m_d)
         shard = int(table.column("shard")[0].as_py())
         ids, q = _queries(table, man.dim)
-        nb = get_shard(cfg, man, shard).search(q, k)
-        out = nb.to_batch(ids)
-        return pa.Table.from_batches([out]).append_column("shard", pa.array([shard] * len(ids), type=pa.int32()))
+        gallery_id, similarity = get_shard(cfg, man, shard).search_scores(q, k)  # (q, k) each
+        offsets = pa.array(np.arange(0, gallery_id.size + 1, k, dtype=np.int32))
+        return pa.Table.from_arrays(
+            [pa.array(ids, type=pa.string()), pa.array(np.full(len(ids), shard, np.int32)),
+             pa.ListArray.from_arrays(offsets, pa.array(gallery_id.reshape(-1))),
+             pa.ListArray.from_arrays(offsets, pa.array(similarity.reshape(-1)))],
+            schema=_PER_SHARD,
+        )
 
     per_shard = crossed.groupBy("shard", "chunk").applyInArrow(search_group, spark_schema(_PER_SHARD))
     if n_parts is not None:  # the aggregation below keeps this partitioning (its key is photo_id)
         per_shard = per_shard.repartition(n_parts, "photo_id")
-    fields = ["shard"] + [n for n in S.NEIGHBOURS.names if n not in ("photo_id", "index_version")]
-    return per_shard.groupBy("photo_id").agg(
-        F.sort_array(F.collect_list(F.struct(*fields))).alias("parts"),
-        F.first("index_version").alias("index_version"),
-    )
+    return per_shard.groupBy("photo_id").agg(F.sort_array(F.collect_list(F.struct(*_SCORES))).alias("parts"))
 
 
-def merge_lists(batch: pa.RecordBatch | pa.Table, *, n_shards: int, k: int, ntotal: int) -> pa.Table:
-    """On executors: :func:`shard_lists` rows (``photo_id``, ``parts``, ``index_version``) ->
-    NEIGHBOURS, the exact top-k of each query over all shards (``faiss.merge_knn_results``),
-    vectorised over the batch. A query without a list from every shard stops the run."""
+def merge_lists(batch: pa.RecordBatch | pa.Table, *, cfg: GeorankConfig, manifest: Manifest, k: int) -> pa.Table:
+    """On executors: :func:`shard_lists` rows (``photo_id``, ``parts``) -> NEIGHBOURS, the exact
+    top-k of each query over all shards (``faiss.merge_knn_results``, vectorised over the batch),
+    with the winners' rows from the shards' memory-mapped metadata
+    (:func:`georank.retrieve.lookup.neighbours_from_scores`): the same ids, scores, order, ties and
+    rows as one search over every shard. A query without a k-long list from every shard stops the run."""
     import pyarrow.compute as pc
 
-    from georank.retrieve import Neighbours, merge_neighbours
+    from georank.retrieve.lookup import get_shard_meta, neighbours_from_scores
 
-    q = batch.num_rows
+    q, n_shards = batch.num_rows, manifest.n_shards
     if q == 0:
         return S.NEIGHBOURS.empty_table()
     parts_col = batch.column("parts")
@@ -174,26 +181,30 @@ def merge_lists(batch: pa.RecordBatch | pa.Table, *, n_shards: int, k: int, ntot
             f"expected all {n_shards}"
         )
     structs = parts_col.flatten()  # (q * n_shards) structs, each query's parts in shard order
-    version = batch.column("index_version")[0].as_py() or ""
-    names = [n for n in S.NEIGHBOURS.names if n not in ("photo_id", "index_version")]
-    parts = []
-    for s in range(n_shards):
-        rows = pa.array(np.arange(q) * n_shards + s)
-        part = pa.Table.from_arrays(
-            [structs.field(n).take(rows) for n in names] + [pa.array([version] * q, type=pa.string())],
-            names=[*names, "index_version"],
+    shard_no = structs.field("shard").to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(structs.field("gallery_id")).to_numpy(zero_copy_only=False)
+    if (shard_no != np.tile(np.arange(n_shards), q)).any() or (lengths != k).any():
+        raise GalleryIndexError(
+            f"expected each query's lists from shards 0..{n_shards - 1} in order, {k} ids each; got shards "
+            f"{shard_no[:n_shards].tolist()} with {lengths[:n_shards].tolist()} ids for the first query"
         )
-        parts.append(Neighbours.from_batch(part))
-    merged = merge_neighbours(parts, k, ntotal=ntotal)
+    gallery_id = structs.field("gallery_id").flatten().to_numpy().reshape(q, n_shards, k).transpose(1, 0, 2)
+    similarity = structs.field("similarity").flatten().to_numpy().reshape(q, n_shards, k).transpose(1, 0, 2)
+    metas = [get_shard_meta(cfg, manifest, s) for s in range(n_shards)]
+    merged = neighbours_from_scores(gallery_id, similarity, metas, index_version=manifest.index_version,
+                                    ntotal=manifest.ntotal)
     return pa.Table.from_batches([merged.to_batch(batch.column("photo_id").to_pylist())])
 
 
-def _merge(n_shards: int, k: int, ntotal: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def _merge(cfg_d: dict[str, Any], m_d: dict[str, Any], k: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def merge_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Executor: exact merge of each query's per-shard lists (shard order), vectorised per batch."""
+        from georank.config import validate_config
+
+        cfg, m = validate_config(cfg_d), Manifest.from_dict(m_d)
         for batch in batches:
             if batch.num_rows:
-                yield from merge_lists(batch, n_shards=n_shards, k=k, ntotal=ntotal).to_batches()
+                yield from merge_lists(batch, cfg=cfg, manifest=m, k=k).to_batches()
 
     return merge_batches
 

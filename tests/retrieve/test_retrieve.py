@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from retrieve_helpers import exact_reference, queries, tiny_gallery
 
@@ -129,3 +130,61 @@ def test_ivfpq_shards_share_one_training_and_find_neighbours(tmp_path) -> None:
     q = vectors[:10]  # gallery vectors as queries: each should find itself first
     nb = open_index(str(tmp_path), S3, nprobe=8).search(q, 10)
     assert (nb.gallery_id[:, 0] == ids[:10]).mean() >= 0.8
+
+
+def test_scores_merged_then_looked_up_equal_the_merge_of_full_lists(tmp_path, gallery, monkeypatch) -> None:
+    """The sharded placement's path (each shard's ids and scores only, merged exactly, the winners'
+    rows looked up in the shards' memory-mapped metadata) gives what the core loop's search over
+    every shard gives: ids, scores, order, ties across shards and rows (null places included)."""
+    from georank.retrieve.lookup import neighbours_from_scores, open_shard_meta
+
+    monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
+    ids, vectors, meta = gallery
+    # 40 exact duplicates under new ids (ties, most across shards) and a row without a place
+    n_dup = 40
+    dup_ids = ids[:n_dup] + 1
+    all_ids = np.concatenate([ids, dup_ids])
+    all_vectors = np.concatenate([vectors, vectors[:n_dup]])
+    rows = meta.to_pylist() + [{**r, "gallery_id": int(i)} for r, i in zip(meta.to_pylist()[:n_dup], dup_ids)]
+    rows[0] = {**rows[0], "description": None, "lat_deg": None}
+    all_meta = pa.Table.from_pylist(rows, schema=meta.schema)
+    m = build_index(ids=all_ids, vectors=all_vectors, meta=all_meta, cfg=IndexConfig(shards=3), uri=str(tmp_path / "ix"),
+                    s3=S3, embed_version="e")
+    index = open_index(str(tmp_path / "ix"), S3)
+    q = np.concatenate([queries(), vectors[:5]])  # the last five hit their duplicate first
+    want = merge_neighbours(index.search_parts(q, K), K, ntotal=m.ntotal)
+    scores = [s.search_scores(q, K) for s in index.shards]
+    metas = [open_shard_meta(m, i, root_uri=str(tmp_path / "ix"), s3=S3) for i in range(m.n_shards)]
+    got = neighbours_from_scores(np.stack([g for g, _ in scores]), np.stack([s for _, s in scores]), metas,
+                                 index_version=m.index_version, ntotal=m.ntotal)
+    assert np.array_equal(got.gallery_id, want.gallery_id)
+    assert np.array_equal(got.similarity, want.similarity)  # bit for bit
+    assert np.array_equal(got.lat_deg, want.lat_deg, equal_nan=True)
+    assert np.array_equal(got.lon_deg, want.lon_deg)
+    assert (got.description, got.image_uri, got.index_version) == (want.description, want.image_uri, want.index_version)
+    assert {int(i) for i in want.gallery_id[-5:, :2].reshape(-1)} == {int(i) for i in ids[:5]} | {int(i) for i in dup_ids[:5]}
+    assert any("" in row for row in got.description)  # the row without a place
+
+    # One Arrow copy per host and metadata version, reused; an id a shard does not hold is loud.
+    copies = list((tmp_path / "cache" / "shard_meta").glob("*/*.arrow"))
+    assert len(copies) == m.n_shards
+    stamp = {p: p.stat().st_mtime_ns for p in copies}
+    open_shard_meta(m, 0, root_uri=str(tmp_path / "ix"), s3=S3)
+    assert {p: p.stat().st_mtime_ns for p in copies} == stamp
+    with pytest.raises(GalleryIndexError, match=r"shard 1 of index .* returned ids its metadata does not hold"):
+        metas[1].rows(np.array([7], np.int64))
+
+
+def test_shard_metadata_is_checked_before_it_is_mapped(tmp_path, gallery, monkeypatch) -> None:
+    from georank.retrieve.lookup import open_shard_meta
+
+    monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
+    ids, vectors, meta = gallery
+    m = build_index(ids=ids, vectors=vectors, meta=meta, cfg=IndexConfig(shards=2), uri=str(tmp_path), s3=S3, embed_version="e")
+    path = tmp_path / m.shards[1].meta_file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the rows; the footer still reads
+    path.write_bytes(bytes(data))
+    with pytest.raises(GalleryIndexError, match=r"shard 1 metadata .* does not match the manifest .*sha256"):
+        open_shard_meta(m, 1, root_uri=str(tmp_path), s3=S3)
+    assert not list((tmp_path / "cache" / "shard_meta").glob("*/*.arrow"))
