@@ -32,9 +32,14 @@ with them on, the demo's small joins would hide what a real night shuffles):
   after   ``run_geotag`` with ``index.placement=sharded``: the PHOTOS rows hash-partitioned by
           photo_id once and cached, each stage decoding its own photos.
 
-Both sharded shapes also shuffle the search's neighbour lists (k neighbours per shard per
-photo: ids, scores, places, image URIs), whatever the photos weigh; ``files`` shows that part
-alone, since its rows carry paths.
+Both sharded shapes also shuffle the search's own traffic, whatever the photos weigh: the
+queries' embeddings to the shards and each shard's top-k ids and scores per photo (after: the
+winners' places and image URIs are looked up after the merge, in the rank stage; before also
+joins the merged neighbours, places and URIs included, with the pixels). ``files`` shows that
+part alone, since its rows carry paths; each sharded run's bytes are printed by stage too, with
+the operator scopes of each stage's RDDs (the stage with ``FlatMapGroupsInArrow``, the shard-wise
+search, writes the ids and scores; the ``MapInArrow`` stage just before it, the embed stage's
+output crossed with the shards, the queries' embeddings).
 
 Shuffle write bytes are summed over the successful tasks (the event log's SparkListenerTaskEnd
 "Shuffle Write Metrics" / "Shuffle Bytes Written") of the stages of the jobs whose
@@ -155,6 +160,30 @@ def shuffle_bytes_by_description(event_log: Path) -> dict[str, int]:
         if sid in stage_desc:
             out[stage_desc[sid]] = out.get(stage_desc[sid], 0) + n
     return out
+
+
+def shuffle_bytes_by_stage(event_log: Path, description: str) -> list[tuple[int, int, list[str]]]:
+    """The stages of the jobs carrying ``description`` that wrote shuffle bytes: (stage id, bytes,
+    the operator scopes of its RDDs, e.g. ``FlatMapGroupsInArrow`` for the shard-wise search, whose
+    output is the neighbour lists' shuffle), from an event log. Shows each shuffle's share."""
+    stage_desc: dict[int, str] = {}
+    scopes: dict[int, list[str]] = {}
+    written: dict[int, int] = {}
+    for line in event_log.read_text().splitlines():
+        if not line.strip():
+            continue
+        e = json.loads(line)
+        if e["Event"] == "SparkListenerJobStart":
+            desc = (e.get("Properties") or {}).get("spark.job.description")
+            for info in e.get("Stage Infos", []):
+                if desc:
+                    stage_desc[int(info["Stage ID"])] = desc
+                names = [json.loads(r["Scope"])["name"] for r in info.get("RDD Info", []) if r.get("Scope")]
+                scopes[int(info["Stage ID"])] = sorted(set(names))
+        elif e["Event"] == "SparkListenerTaskEnd" and e.get("Task End Reason", {}).get("Reason") == "Success":
+            n = ((e.get("Task Metrics") or {}).get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
+            written[int(e["Stage ID"])] = written.get(int(e["Stage ID"]), 0) + int(n)
+    return [(sid, n, scopes.get(sid, [])) for sid, n in sorted(written.items()) if n and stage_desc.get(sid) == description]
 
 
 def run_before_replicated(spark: Any, cfg: Any, photos_uri: str, description: str) -> int:
@@ -332,6 +361,12 @@ def main() -> None:
         after = by_desc.get(compute_description(f"after-{placement}-{kind}"), 0)
         print(f"{key:19} {before:>14} {before / file_bytes:>7.3f} {after:>12} {after / file_bytes:>7.3f}   "
               f"{r['after_summary']} in {r['after_s']} s (before shape: {r['before_s']} s, {r['before_rows']} rows)")
+    for key in results:  # each shuffle's share of the sharded runs (which stage wrote what)
+        placement, kind = key.split()
+        if placement == "sharded":
+            print(f"  {key} after, by stage:")
+            for sid, n, names in shuffle_bytes_by_stage(logs[0], compute_description(f"after-{placement}-{kind}")):
+                print(f"    stage {sid:3d} {n:>10} B {n / file_bytes:7.3f}  {', '.join(names)}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -11,8 +11,9 @@ Arrow IPC file in the artifact cache and memory-mapped by every worker::
     shard_meta/<sha256(metadata uri)[:16]>/.lock                     flock: one writer per host
 
 A lookup binary-searches the memory-mapped id column and takes the rows it found, so a worker
-reads the pages it touches, not the shard (a 4M-photo gallery's metadata is about 0.5 GB on
-disk; the page cache holds what the night's neighbours use). Written to a temporary file and
+reads the pages it touches, not the shard (the demo's rows take ~107 bytes each there, so a
+4M-photo gallery's metadata is ~0.4 GB on disk; the page cache holds what the night's neighbours
+use, shared by the host's workers). Written to a temporary file and
 renamed, so a reader never sees half of it; the same URI's files of other versions are removed
 then (open maps of a removed file stay readable, POSIX). Driver or executor.
 """
