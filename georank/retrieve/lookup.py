@@ -37,7 +37,7 @@ from georank.index import Manifest
 from georank.retrieve.merge import Neighbours, merge_scores
 from georank.retrieve.shard import open_meta, rows_by_id
 from georank.storage import join_uri
-from georank.storage.cache import _locked, cache_root
+from georank.storage.cache import cache_root, host_lock
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def open_shard_meta(manifest: Manifest, shard: int, *, root_uri: str, s3: S3Conf
     path = base / f"{entry.meta_sha256}.arrow"
     if not path.exists():
         base.mkdir(parents=True, exist_ok=True)
-        with _locked(base / ".lock"):
+        with host_lock(base / ".lock"):
             if not path.exists():  # nobody wrote it while this process waited
                 _write_arrow(manifest, shard, root_uri=root_uri, s3=s3, dest=path)
             for other in base.iterdir():

@@ -69,7 +69,7 @@ def local_path(uri: str, s3: S3Config) -> Path:
     if (dest / COMPLETE).exists():
         return target
     base.mkdir(parents=True, exist_ok=True)
-    with _locked(base / ".lock"):
+    with host_lock(base / ".lock"):
         if not (dest / COMPLETE).exists():  # nobody finished it while this process waited
             tmp = base / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
@@ -84,7 +84,7 @@ def local_path(uri: str, s3: S3Config) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def host_lock(lock_path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``lock_path``: between processes, and between threads (each
     opens its own file description)."""
     with open(lock_path, "a+b") as fh:

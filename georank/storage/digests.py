@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from georank.storage.cache import _locked, cache_root
+from georank.storage.cache import cache_root, host_lock
 from georank.storage.s3 import _local_error
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def _compute_once(folder: Path, name: str, key: str, parts: Sequence[bytes | Pat
     with contextlib.ExitStack() as stack:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(_locked(folder / ".lock"))
+            stack.enter_context(host_lock(folder / ".lock"))
         except OSError as exc:
             _warn_once(folder, exc)
             return _hash(parts)
