@@ -13,8 +13,11 @@ The group the ranker trains on (``train.grouping``):
   great-circle lengths of ECEF chords, cheap for the whole gallery; every stored distance
   (``group_dist_km``) is the WGS-84 geodesic;
 - ``mixed``: the nearest other gallery photo, then ``train.lookalikes`` drawn from the query's
-  first ``candidates.retrieved`` neighbours (the look-alikes the ranker orders at inference),
-  then one photo in each band, cut at ``train.group_size``.
+  first ``candidates.retrieved`` neighbours (the look-alikes the ranker orders at inference; with
+  ``train.lookalike_min_km`` only those at least that far), then one photo in each band, cut at
+  ``train.group_size``. With ``train.own_image`` the query's own photo comes first (0 km): the
+  one place where a query is its own candidate, on purpose (a matching task for a random tiny
+  backbone's warm-up), never among its neighbours.
 
 From GeoRanking (:func:`read_georanking`): ``img_id``, ``gps``, ``ref_gps``, ``ref_img_id``,
 ``ref_texts``; the reference skips position 0 of each ref list (the query itself) and so does this
@@ -101,12 +104,18 @@ def mixed_choice(
     n_lookalikes: int,
     bands_km: Sequence[tuple[float, float]],
     rng: np.random.Generator,
+    *,
+    lookalike_min_km: float | None = None,
 ) -> list[int]:
     """Rows of a mixed group: the nearest usable row, ``n_lookalikes`` rows drawn from
     ``lookalike_rows`` (the query's retrieved neighbours, best first; never the nearest row or
-    an unusable one), then one per distance band (never a row already chosen)."""
+    an unusable one; with ``lookalike_min_km`` only those at least that far from the query),
+    then one per distance band (never a row already chosen)."""
     nearest = int(np.argsort(np.where(usable, arc_km, np.inf), kind="stable")[0])
-    pool = [int(r) for r in dict.fromkeys(int(x) for x in lookalike_rows) if usable[r] and r != nearest]
+    min_km = -np.inf if lookalike_min_km is None else lookalike_min_km
+    pool = [
+        int(r) for r in dict.fromkeys(int(x) for x in lookalike_rows) if usable[r] and r != nearest and arc_km[r] >= min_km
+    ]
     take = min(n_lookalikes, len(pool))
     picked = [pool[i] for i in sorted(rng.choice(len(pool), size=take, replace=False))] if take else []
     return band_choice(arc_km, usable, bands_km, rng, chosen=[nearest, *picked])
@@ -119,7 +128,12 @@ def choose_group(
     (``lookalike_rows``: the query's retrieved neighbours, used by ``mixed``), cut at ``t.group_size``."""
     if t.grouping == "spread":
         return spread_choice(arc_km, usable, t.spread_bands_km, rng)[: t.group_size]
-    return mixed_choice(arc_km, usable, lookalike_rows, t.lookalikes, t.spread_bands_km, rng)[: t.group_size]
+    rows = mixed_choice(arc_km, usable, lookalike_rows, t.lookalikes, t.spread_bands_km, rng, lookalike_min_km=t.lookalike_min_km)
+    if t.own_image:  # the query's own row: the one row ``usable`` excludes
+        rows = [int(np.flatnonzero(~usable)[0]), *rows]
+    while len(rows) < t.group_size:  # too few look-alikes beyond lookalike_min_km: one more per band (one size per batch)
+        rows = band_choice(arc_km, usable, t.spread_bands_km, rng, chosen=rows)
+    return rows[: t.group_size]
 
 
 def build_groups(
@@ -145,10 +159,10 @@ def build_groups(
     if t.grouping == "retrieved" and t.group_size > k:
         raise ConfigError(f"config key 'train.group_size': expected at most retrieve.k = {k}, got {t.group_size}")
     if t.grouping == "mixed":
-        most = 1 + min(t.lookalikes, cfg.candidates.retrieved - 1) + len(t.spread_bands_km)
+        most = 1 + int(t.own_image) + min(t.lookalikes, cfg.candidates.retrieved - 1) + len(t.spread_bands_km)
         if t.group_size > most:
             raise ConfigError(
-                f"config key 'train.group_size': expected at most 1 + min(train.lookalikes, candidates.retrieved - 1)"
+                f"config key 'train.group_size': expected at most 1 + train.own_image + min(train.lookalikes, candidates.retrieved - 1)"
                 f" + len(train.spread_bands_km) = {most} with train.grouping=mixed, got {t.group_size}"
             )
     gid = gallery.column("gallery_id").to_numpy()

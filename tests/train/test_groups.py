@@ -101,6 +101,44 @@ def test_mixed_groups_nearest_then_lookalikes_then_bands() -> None:
                      source_version="v")
 
 
+def test_mixed_lookalike_min_km_keeps_far_lookalikes_and_tops_up_from_the_bands() -> None:
+    # Paris (query), Paris-bis (nearest), Versailles (~17 km), New York, Sydney, Brussels, Rome
+    pts = [(48.85, 2.35), (48.86, 2.36), (48.80, 2.13), (40.71, -74.0), (-33.87, 151.21), (50.85, 4.35), (41.9, 12.5)]
+    g = _gallery(pts)
+    neigh = _neighbours(g, [[2, 3, 4, 1]])  # look-alikes (retrieve.k 3): Versailles (same place), New York, Sydney
+    bands = [(100.0, 400.0), (800.0, 1500.0)]
+    cfg = _cfg(grouping="mixed", lookalikes=3, lookalike_min_km=50.0, spread_bands_km=bands, group_size=5)
+    cfg = cfg.model_copy(update={"candidates": cfg.candidates.model_copy(update={"retrieved": 4})})
+    row = build_groups(g, np.array([0]), neigh, cfg, source_version="v").to_pylist()[0]
+    # Versailles (< 50 km) is no look-alike: only New York and Sydney are, then one per band
+    assert row["group_id"] == ["101", "103", "104", "105", "106"]
+    # a group short of look-alikes is topped up from the bands to group_size (one size per batch)
+    cfg6 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"group_size": 6, "lookalikes": 3})})
+    row6 = build_groups(g, np.array([0]), neigh, cfg6, source_version="v").to_pylist()[0]
+    assert len(row6["group_id"]) == 6 and "100" not in row6["group_id"]
+    assert len(set(row6["group_id"])) == 6
+    # own_image: the query's own photo first (0 km), then the same group
+    own = cfg.model_copy(update={"train": cfg.train.model_copy(update={"own_image": True, "group_size": 6})})
+    row_own = build_groups(g, np.array([0]), neigh, own, source_version="v").to_pylist()[0]
+    assert row_own["group_id"] == ["100", "101", "103", "104", "105", "106"]
+    assert row_own["group_dist_km"][0] == 0.0 and "100" not in row_own["neighbour_id"]
+
+
+def test_row_to_query_same_text_gives_every_candidate_the_first_ones_text() -> None:
+    from georank.train.dataset import row_to_query
+
+    row = {"group_lat_deg": [1.0, 2.0, 3.0], "group_lon_deg": [4.0, 5.0, 6.0], "group_description": ["a", "b", None],
+           "neighbour_lat_deg": [7.0, 8.0], "neighbour_lon_deg": [9.0, 10.0], "neighbour_description": ["n1", "n2"]}
+    images = ["q", "c1", "c2", "c3"]
+    own = row_to_query(row, images, negatives_from=0, negatives_count=2)
+    assert [(c.lat_deg, c.lon_deg, c.description, c.image) for c in own.candidates] == [
+        (1.0, 4.0, "a", "c1"), (2.0, 5.0, "b", "c2"), (3.0, 6.0, "", "c3")]
+    same = row_to_query(row, images, negatives_from=0, negatives_count=2, same_text=True)
+    assert [(c.lat_deg, c.lon_deg, c.description, c.image) for c in same.candidates] == [
+        (1.0, 4.0, "a", "c1"), (1.0, 4.0, "a", "c2"), (1.0, 4.0, "a", "c3")]
+    assert same.negatives == own.negatives and same.image == "q"
+
+
 def test_group_size_beyond_bands_is_a_config_error() -> None:
     g = _gallery([(0.0, 0.0), (1.0, 1.0), (2.0, 2.0), (3.0, 3.0)])
     with pytest.raises(ConfigError, match="train.group_size"):
