@@ -10,15 +10,16 @@ these settings:
 2. a fresh random tiny Qwen2-VL (:func:`georank.rank.tiny.build_tiny_ranker`), every weight trained
    for ``demo.train_warmup_steps`` steps and saved as the demo's base model: this stands in for the
    pretraining a real Qwen2-VL brings (a random tiny backbone with LoRA alone barely learns);
-3. LoRA + score head on that base for ``demo.train_ranker_steps`` steps, the train job's stage,
-   written as the demo's adapter (``rank.adapter_uri``); step 0 of that same stage (LoRA at its
-   PEFT init, B = 0, and the freshly initialised score head, same seed) is written beside it as
+3. LoRA + a FRESH score head (drawn with ``train.seed``; the warm-up's head is dropped, as a
+   released VLM comes without a GeoRanker head) on that base for ``demo.train_ranker_steps``
+   steps, the train job's stage, written as the demo's adapter (``rank.adapter_uri``); step 0 of
+   that same stage (LoRA at its PEFT init, B = 0, and the fresh head) is written beside it as
    the UNTRAINED adapter (:func:`untrained_adapter_dir`), which the evaluate job compares
-   against (conf/local.yaml ``evaluate.compare_adapters``).
+   against (conf/local.yaml ``evaluate.compare_adapters``): the (warmed-up) backbone with an
+   untrained adapter, what the adapter's training is measured against.
 
-A world trained before the untrained adapter existed gets it without retraining when there was no
-warm-up (the LoRA stage's step 0 depends only on the base, which LoRA training leaves untouched,
-and the seed); with a warm-up its head came from the warm-up, which is not kept: trained once more.
+A world trained before the untrained adapter existed gets it without retraining (the LoRA stage's
+step 0 depends only on the base, which LoRA training leaves untouched, and the seed).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def _wanted(cfg: GeorankConfig, world_id: str) -> dict[str, Any]:
         "train": train,
         "rank": cfg.rank.model_dump(include={"min_pixels", "max_pixels", "candidate_jpeg_quality"}),
         "retrieve": cfg.retrieve.model_dump(),
+        # a warm-up's head was kept for the LoRA stage (and the untrained adapter) before: retrain those
+        **({"warmup_head": "fresh"} if cfg.demo.train_warmup_steps else {}),
     }
 
 
@@ -85,9 +88,8 @@ def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] |
             if json.loads(stamp.read_text()).get("settings") == want:
                 if (untrained / "adapter_config.json").is_file():
                     return None
-                if d.train_warmup_steps == 0:  # step 0 = the untouched base + the seed: no retraining
-                    save_untrained_adapter(cfg, base_dir=base, out_dir=untrained)
-                    return {"untrained_adapter": str(untrained), "retrained": False}
+                save_untrained_adapter(cfg, base_dir=base, out_dir=untrained)  # step 0 = the base + the seed
+                return {"untrained_adapter": str(untrained), "retrained": False}
         except json.JSONDecodeError:
             pass
     stamp.unlink(missing_ok=True)
@@ -120,10 +122,9 @@ def _train(cfg: GeorankConfig, base: Path, adapter: Path, stamp: Path, want: dic
     data = build_training_data(cfg, mode="overwrite", out_uri=str(work / "groups"), n_queries=d.train_queries)
     seconds["data"] = time.monotonic() - t0
     random_base, _ = build_tiny_ranker(work / "random", seed=d.seed)
-    head = None
-    if d.train_warmup_steps:
+    if d.train_warmup_steps:  # the warm-up's own head is not kept (see the module docstring, 3.)
         t0 = time.monotonic()
-        _, head = warmup_all_weights(
+        warmup_all_weights(
             cfg, base_dir=random_base, data_uri=str(work / "groups"), out_base_dir=base, steps=d.train_warmup_steps
         )
         seconds["warmup"] = time.monotonic() - t0
@@ -137,11 +138,11 @@ def _train(cfg: GeorankConfig, base: Path, adapter: Path, stamp: Path, want: dic
             base.rename(old)
         tmp.rename(base)
         shutil.rmtree(old, ignore_errors=True)
-    save_untrained_adapter(cfg, base_dir=base, out_dir=untrained_adapter_dir(adapter), head_weight=head)
+    save_untrained_adapter(cfg, base_dir=base, out_dir=untrained_adapter_dir(adapter))
     t0 = time.monotonic()
     result, _ = train_lora(
         cfg, base_dir=base, data_uri=str(work / "groups"), out_dir=adapter, checkpoint_dir=work / "checkpoints",
-        steps=max(1, d.train_ranker_steps), head_weight=head,
+        steps=max(1, d.train_ranker_steps),
     )
     seconds["lora"] = time.monotonic() - t0
     summary = {

@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def make_stream(
-    cfg: GeorankConfig, *, base_dir: Path, data_uri: str, processor: Any = None, rank: int = 0, world: int = 1
+    cfg: GeorankConfig, *, base_dir: Path, data_uri: str, processor: Any = None, rank: int = 0, world: int = 1,
+    same_text: bool = False,
 ) -> Callable[[int], Iterator[TrainItem]]:
     """``stream(start)``: this rank's encoded groups from position ``start`` (DataLoader workers
-    from ``train.num_workers``; items come back in stream order either way)."""
+    from ``train.num_workers``; items come back in stream order either way). ``same_text``: see
+    :func:`georank.train.dataset.row_to_query`."""
 
     def stream(start: int) -> Iterator[TrainItem]:
         ds = GroupStream(
@@ -45,6 +47,7 @@ def make_stream(
             world=world,
             start=start,
             processor=processor,
+            same_text=same_text,
         )
         if cfg.train.num_workers == 0:
             return iter(ds)
@@ -112,10 +115,14 @@ def train_lora(
 def warmup_all_weights(
     cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_base_dir: Path, steps: int
 ) -> tuple[LoopResult, torch.Tensor]:
-    """Train every weight of ``base_dir``'s model + a fresh head for ``steps`` steps (lr
-    ``train.warmup_lr``, the head at ``train.head_lr`` when set); save the backbone as a new base
-    directory ``out_base_dir`` (``from_pretrained`` layout, processor files copied) and return the
-    head's weight (1, H) for the LoRA stage."""
+    """Train every weight of ``base_dir``'s model + a fresh head for ``steps`` steps to tell a
+    group's candidate IMAGES apart: every candidate of a group carries the first one's text
+    (``same_text``; with their own text a random tiny backbone fits the text and stays at chance
+    on look-alikes). All weights at
+    ``train.warmup_lr`` (a head much faster than the backbone, as ``train.head_lr`` is for LoRA,
+    kept this stage at chance on look-alike groups); save the backbone as a new base directory
+    ``out_base_dir`` (``from_pretrained`` layout, processor files copied) and return the head's
+    weight (1, H)."""
     from transformers import Qwen2VLForConditionalGeneration
 
     from georank.rank.tokenizer import load_processor
@@ -127,15 +134,13 @@ def warmup_all_weights(
     ranker = load_base_ranker(Path(base_dir), seed=t.seed)
     ranker.requires_grad_(True)
     processor = load_processor(Path(base_dir), min_pixels=cfg.rank.min_pixels, max_pixels=cfg.rank.max_pixels)
-    head = [ranker.value_head.weight]
-    backbone = [p for n, p in ranker.named_parameters() if not n.startswith("value_head.")]
-    groups = [{"params": backbone, "lr": t.warmup_lr}, {"params": head, "lr": t.head_lr or t.warmup_lr}]
+    groups = [{"params": list(ranker.parameters()), "lr": t.warmup_lr}]
     result = run_loop(
         module=ranker,
         param_groups=groups,
         trainable=dict(ranker.named_parameters()),
         score=GroupScorer(ranker, processor, cfg.rank),
-        stream=make_stream(cfg, base_dir=Path(base_dir), data_uri=data_uri, processor=processor),
+        stream=make_stream(cfg, base_dir=Path(base_dir), data_uri=data_uri, processor=processor, same_text=True),
         cfg=t,
         steps=steps,
         checkpoint_dir=None,
