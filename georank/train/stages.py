@@ -117,12 +117,10 @@ def warmup_all_weights(
 ) -> tuple[LoopResult, torch.Tensor]:
     """Train every weight of ``base_dir``'s model + a fresh head for ``steps`` steps to tell a
     group's candidate IMAGES apart: every candidate of a group carries the first one's text
-    (``same_text``; with their own text a random tiny backbone fits the text and stays at chance
-    on look-alikes). All weights at
-    ``train.warmup_lr`` (a head much faster than the backbone, as ``train.head_lr`` is for LoRA,
-    kept this stage at chance on look-alike groups); save the backbone as a new base directory
-    ``out_base_dir`` (``from_pretrained`` layout, processor files copied) and return the head's
-    weight (1, H)."""
+    (``same_text``: only the images differ; the one demo warm-up seen to leave the chance plateau
+    had it, README Evaluate). All weights, head included, at ``train.warmup_lr`` (the head is
+    dropped afterwards); save the backbone as a new base directory ``out_base_dir``
+    (``from_pretrained`` layout, processor files copied) and return the head's weight (1, H)."""
     from transformers import Qwen2VLForConditionalGeneration
 
     from georank.rank.tokenizer import load_processor
