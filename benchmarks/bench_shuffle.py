@@ -139,33 +139,9 @@ def stop_cluster(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(timeout=10)
 
 
-def shuffle_bytes_by_description(event_log: Path) -> dict[str, int]:
-    """Shuffle bytes written by successful tasks, summed per job description, from an event log."""
-    stage_desc: dict[int, str] = {}
-    per_stage: dict[int, int] = {}
-    for line in event_log.read_text().splitlines():
-        if not line.strip():
-            continue
-        e = json.loads(line)
-        if e["Event"] == "SparkListenerJobStart":
-            desc = (e.get("Properties") or {}).get("spark.job.description")
-            if desc:
-                for sid in e["Stage IDs"]:
-                    stage_desc[int(sid)] = desc
-        elif e["Event"] == "SparkListenerTaskEnd" and e.get("Task End Reason", {}).get("Reason") == "Success":
-            written = ((e.get("Task Metrics") or {}).get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
-            per_stage[int(e["Stage ID"])] = per_stage.get(int(e["Stage ID"]), 0) + int(written)
-    out: dict[str, int] = {}
-    for sid, n in per_stage.items():
-        if sid in stage_desc:
-            out[stage_desc[sid]] = out.get(stage_desc[sid], 0) + n
-    return out
-
-
-def shuffle_bytes_by_stage(event_log: Path, description: str) -> list[tuple[int, int, list[str]]]:
-    """The stages of the jobs carrying ``description`` that wrote shuffle bytes: (stage id, bytes,
-    the operator scopes of its RDDs, e.g. ``FlatMapGroupsInArrow`` for the shard-wise search, whose
-    output is the neighbour lists' shuffle), from an event log. Shows each shuffle's share."""
+def _stage_shuffles(event_log: Path) -> list[tuple[int, str | None, int, list[str]]]:
+    """Every stage of an event log that ran a successful task: (stage id, its job's description
+    or None, shuffle bytes written by its successful tasks, the operator scopes of its RDDs)."""
     stage_desc: dict[int, str] = {}
     scopes: dict[int, list[str]] = {}
     written: dict[int, int] = {}
@@ -183,7 +159,23 @@ def shuffle_bytes_by_stage(event_log: Path, description: str) -> list[tuple[int,
         elif e["Event"] == "SparkListenerTaskEnd" and e.get("Task End Reason", {}).get("Reason") == "Success":
             n = ((e.get("Task Metrics") or {}).get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
             written[int(e["Stage ID"])] = written.get(int(e["Stage ID"]), 0) + int(n)
-    return [(sid, n, scopes.get(sid, [])) for sid, n in sorted(written.items()) if n and stage_desc.get(sid) == description]
+    return [(sid, stage_desc.get(sid), n, scopes.get(sid, [])) for sid, n in sorted(written.items())]
+
+
+def shuffle_bytes_by_description(event_log: Path) -> dict[str, int]:
+    """Shuffle bytes written by successful tasks, summed per job description, from an event log."""
+    out: dict[str, int] = {}
+    for _, desc, n, _ in _stage_shuffles(event_log):
+        if desc is not None:
+            out[desc] = out.get(desc, 0) + n
+    return out
+
+
+def shuffle_bytes_by_stage(event_log: Path, description: str) -> list[tuple[int, int, list[str]]]:
+    """The stages of the jobs carrying ``description`` that wrote shuffle bytes: (stage id, bytes,
+    the operator scopes of its RDDs, e.g. ``FlatMapGroupsInArrow`` for the shard-wise search, whose
+    output is the neighbour lists' shuffle), from an event log. Shows each shuffle's share."""
+    return [(sid, n, names) for sid, desc, n, names in _stage_shuffles(event_log) if n and desc == description]
 
 
 def run_before_replicated(spark: Any, cfg: Any, photos_uri: str, description: str) -> int:
