@@ -226,6 +226,38 @@ def test_demo_untrained_adapter_is_step_0_and_is_added_to_a_trained_world_withou
     assert torch.allclose(torch.from_numpy(a), torch.from_numpy(b), atol=1e-5), (a, b)
 
 
+def test_demo_warmup_trains_the_backbone_and_the_adapter_starts_from_a_fresh_head(tiny_world: Path, tmp_path: Path) -> None:
+    """With a warm-up, the demo's base is the warmed-up backbone (every weight moved from the seed's
+    random tiny ranker), and the untrained adapter (and so the LoRA stage) starts from a FRESH head
+    drawn with train.seed, not the warm-up's: what the adapter's training is measured against."""
+    import json
+    import shutil
+
+    from georank.rank.tiny import build_tiny_ranker
+    from georank.train.demo import STAMP, ensure_trained_ranker, untrained_adapter_dir
+
+    ranker = tmp_path / "ranker"
+    shutil.copytree(tiny_world / "models" / "ranker", ranker)
+    base, adapter = ranker / "base", ranker / "adapter"
+    cfg = load_config(tiny_conf(tiny_world, tmp_path / "demo.yaml",
+                                demo={"train_warmup_steps": 2, "train_ranker_steps": 1, "train_queries": 6},
+                                rank={"base_model_uri": str(base), "adapter_uri": str(adapter)}), TRAIN)
+    summary = ensure_trained_ranker(cfg, "world-w")
+    assert summary is not None and (summary["warmup_steps"], summary["ranker_steps"]) == (2, 1), summary
+    assert json.loads((ranker / STAMP).read_text())["settings"]["warmup_head"] == "fresh"
+    assert ensure_trained_ranker(cfg, "world-w") is None  # stamped: a second call trains nothing
+
+    random_base, _ = build_tiny_ranker(tmp_path / "random", seed=cfg.demo.seed)
+    before, after = load_file(str(random_base / "model.safetensors")), load_file(str(base / "model.safetensors"))
+    assert before.keys() == after.keys()
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("visual" in k for k in moved) and any("layers" in k for k in moved), moved
+
+    head = load_file(str(untrained_adapter_dir(adapter) / "adapter_model.safetensors"))["base_model.model.value_head.weight"]
+    fresh = torch.randn(head.shape, generator=torch.Generator().manual_seed(cfg.train.seed)) / (head.shape[1] + 1) ** 0.5
+    assert torch.equal(head, fresh)
+
+
 @pytest.mark.spark
 def test_torchdistributor_two_gloo_processes_average_gradients(  # type: ignore[no-untyped-def]
     spark, tiny_world: Path, groups: str, processor: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
