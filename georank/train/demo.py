@@ -44,13 +44,13 @@ def untrained_adapter_dir(adapter: Path) -> Path:
     return adapter.with_name(adapter.name + UNTRAINED_SUFFIX)
 
 
-def save_untrained_adapter(cfg: GeorankConfig, *, base_dir: Path, out_dir: Path, head_weight: Any = None) -> Path:
+def save_untrained_adapter(cfg: GeorankConfig, *, base_dir: Path, out_dir: Path) -> Path:
     """The LoRA stage's step 0 as an adapter: :func:`georank.train.model.build_trainable` (what
-    :func:`georank.train.stages.train_lora` starts from: LoRA at init, the head from ``head_weight``
-    or drawn with ``train.seed``) written without a training step."""
+    :func:`georank.train.stages.train_lora` starts from: LoRA at init, the head drawn with
+    ``train.seed``) written without a training step."""
     from georank.train.model import build_trainable, save_adapter
 
-    peft_model, _ = build_trainable(Path(base_dir), cfg.train, head_weight=head_weight)
+    peft_model, _ = build_trainable(Path(base_dir), cfg.train)
     return save_adapter(peft_model, Path(out_dir), base_dir=Path(base_dir))
 TRAINER_VERSION = 1  # bump when the same settings would train a different ranker
 

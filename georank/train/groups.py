@@ -125,13 +125,17 @@ def choose_group(
     t: TrainConfig, arc_km: np.ndarray, usable: np.ndarray, lookalike_rows: Sequence[int], rng: np.random.Generator
 ) -> list[int]:
     """Rows of one group by ``t.grouping`` (``t``: the train config), ``spread`` or ``mixed``
-    (``lookalike_rows``: the query's retrieved neighbours, used by ``mixed``), cut at ``t.group_size``."""
+    (``lookalike_rows``: the query's retrieved neighbours, used by ``mixed``), cut at ``t.group_size``.
+    ``t.own_image`` puts the query's own row first: the row ``usable`` excludes, when the query is
+    in the gallery (a held-out photo is not: its groups go without it)."""
     if t.grouping == "spread":
         return spread_choice(arc_km, usable, t.spread_bands_km, rng)[: t.group_size]
     rows = mixed_choice(arc_km, usable, lookalike_rows, t.lookalikes, t.spread_bands_km, rng, lookalike_min_km=t.lookalike_min_km)
-    if t.own_image:  # the query's own row: the one row ``usable`` excludes
-        rows = [int(np.flatnonzero(~usable)[0]), *rows]
-    while len(rows) < t.group_size:  # too few look-alikes beyond lookalike_min_km: one more per band (one size per batch)
+    own = np.flatnonzero(~usable)
+    if t.own_image and len(own):
+        rows = [int(own[0]), *rows]
+    # too few look-alikes beyond lookalike_min_km: one more per band (one group size per batch)
+    while len(rows) < t.group_size and t.spread_bands_km:
         rows = band_choice(arc_km, usable, t.spread_bands_km, rng, chosen=rows)
     return rows[: t.group_size]
 

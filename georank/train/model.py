@@ -34,16 +34,11 @@ def init_head(model: GeoRankerModel, *, seed: int) -> None:
         model.value_head.weight.copy_(w.to(model.value_head.weight))
 
 
-def load_base_ranker(base_dir: Path, *, seed: int, head_weight: torch.Tensor | None = None) -> GeoRankerModel:
-    """The float32 GeoRanker of a base directory (train mode), head from ``head_weight (1, H)`` or
-    freshly initialised."""
+def load_base_ranker(base_dir: Path, *, seed: int) -> GeoRankerModel:
+    """The float32 GeoRanker of a base directory (train mode), its head freshly initialised from ``seed``."""
     backbone = load_backbone(Path(base_dir), device="cpu", dtype="float32", attn_implementation="sdpa")
     model = GeoRankerModel(backbone)
-    if head_weight is None:
-        init_head(model, seed=seed)
-    else:
-        with torch.no_grad():
-            model.value_head.weight.copy_(head_weight)
+    init_head(model, seed=seed)
     return model
 
 
@@ -60,16 +55,14 @@ def lora_config(cfg: TrainConfig) -> Any:  # peft.LoraConfig
     )
 
 
-def build_trainable(
-    base_dir: Path, cfg: TrainConfig, *, head_weight: torch.Tensor | None = None
-) -> tuple[Any, GeoRankerModel]:
+def build_trainable(base_dir: Path, cfg: TrainConfig) -> tuple[Any, GeoRankerModel]:
     """``(peft_model, ranker)``: LoRA injected into ``ranker`` (the same module tree the scorer
     uses), only the LoRA weights and the head's trainable copy require gradients. PEFT initialises
     LoRA B to 0, so the untrained adapter scores as the base model with the head."""
     from peft import get_peft_model
 
     torch.manual_seed(cfg.seed)
-    ranker = load_base_ranker(base_dir, seed=cfg.seed, head_weight=head_weight)
+    ranker = load_base_ranker(base_dir, seed=cfg.seed)
     peft_model = get_peft_model(ranker, lora_config(cfg))
     if cfg.gradient_checkpointing:
         ranker.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -75,7 +75,6 @@ def train_lora(
     out_dir: Path | None,
     checkpoint_dir: Path | None,
     steps: int | None = None,
-    head_weight: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
     processor: Any = None,
 ) -> tuple[LoopResult, Any]:
@@ -87,7 +86,7 @@ def train_lora(
 
     t = cfg.train
     rank, world = _distributed()
-    peft_model, ranker = build_trainable(Path(base_dir), t, head_weight=head_weight)
+    peft_model, ranker = build_trainable(Path(base_dir), t)
     processor = processor or load_processor(Path(base_dir), min_pixels=cfg.rank.min_pixels, max_pixels=cfg.rank.max_pixels)
     groups = [
         {"params": lora_parameters(peft_model), "lr": t.lr},
@@ -114,13 +113,13 @@ def train_lora(
 
 def warmup_all_weights(
     cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_base_dir: Path, steps: int
-) -> tuple[LoopResult, torch.Tensor]:
+) -> LoopResult:
     """Train every weight of ``base_dir``'s model + a fresh head for ``steps`` steps to tell a
     group's candidate IMAGES apart: every candidate of a group carries the first one's text
     (``same_text``: only the images differ; the one demo warm-up seen to leave the chance plateau
     had it, README Evaluate). All weights, head included, at ``train.warmup_lr`` (the head is
     dropped afterwards); save the backbone as a new base directory ``out_base_dir``
-    (``from_pretrained`` layout, processor files copied) and return the head's weight (1, H)."""
+    (``from_pretrained`` layout, processor files copied); returns the loop's result."""
     from transformers import Qwen2VLForConditionalGeneration
 
     from georank.rank.tokenizer import load_processor
@@ -161,7 +160,7 @@ def warmup_all_weights(
         shutil.rmtree(out_base_dir)
     tmp.rename(out_base_dir)
     log.info("warmed-up base model (all weights, %d steps) saved to %s", steps, out_base_dir)
-    return result, ranker.value_head.weight.detach().clone()
+    return result
 
 
 __all__ = ["make_stream", "train_lora", "warmup_all_weights"]

@@ -124,6 +124,19 @@ def test_mixed_lookalike_min_km_keeps_far_lookalikes_and_tops_up_from_the_bands(
     assert row_own["group_dist_km"][0] == 0.0 and "100" not in row_own["neighbour_id"]
 
 
+def test_own_image_for_a_held_out_query_and_no_bands_to_top_up_from() -> None:
+    """A held-out query is not in the gallery (every row usable): its group goes without its own
+    photo; with no bands a group short of look-alikes stays short rather than looping."""
+    from georank.train.groups import choose_group
+
+    arc = np.array([0.5, 60.0, 700.0, 2500.0, 9000.0])
+    t = _cfg(grouping="mixed", group_size=4).train.model_copy(update={"own_image": True, "lookalikes": 1})
+    rows = choose_group(t, arc, np.ones(5, dtype=bool), [1, 2], np.random.default_rng(0))
+    assert len(rows) == 4 and len(set(rows)) == 4 and rows[0] == 0  # the nearest first, no own photo
+    bare = t.model_copy(update={"spread_bands_km": [], "lookalike_min_km": 5000.0})
+    assert choose_group(bare, arc, np.ones(5, dtype=bool), [1, 2], np.random.default_rng(0)) == [0]
+
+
 def test_row_to_query_same_text_gives_every_candidate_the_first_ones_text() -> None:
     from georank.train.dataset import row_to_query
 
