@@ -19,7 +19,7 @@ class DemoConfig(_Section):
     seed: int = 0  # the demo world's and tiny models' random seed
     # The demo ranker is trained (georank.train.demo) on groups built from the demo GALLERY (never
     # the held-out demo/queries), with the train section's settings; 0 and 0: the random tiny ranker.
-    train_warmup_steps: int = Field(0, ge=0)  # stage 1: all weights trainable (stands in for pretraining)
+    train_warmup_steps: int = Field(0, ge=0)  # stage 1: the backbone learns to compare two images (stands in for pretraining)
     train_ranker_steps: int = Field(0, ge=0)  # stage 2: LoRA on q/k/v + the score head, as the train job
     train_queries: int = Field(600, ge=1)  # gallery photos sampled as training queries
 
@@ -74,7 +74,7 @@ class TrainConfig(_Section):
     lora: TrainLoraConfig = Field(default_factory=TrainLoraConfig)
     lr: float = Field(1e-4, gt=0)  # AdamW learning rate of the LoRA weights (and the head unless head_lr)
     head_lr: float | None = Field(None, gt=0)  # a separate learning rate for the score head
-    warmup_lr: float = Field(1e-3, gt=0)  # all-weights stage (demo only): backbone and head
+    warmup_lr: float = Field(1e-3, gt=0)  # the demo warm-up (georank.train.pretrain): backbone, constant
     weight_decay: float = Field(0.01, ge=0)  # AdamW's decoupled weight decay, on every trained tensor
     warmup_ratio: float = Field(0.0, ge=0, lt=1)  # linear LR warm-up share of the steps, then linear decay to 0
     max_grad_norm: float = Field(1.0, gt=0)  # gradient clipping (global L2 norm)

@@ -59,14 +59,10 @@ def open_scan(uri: str, *, storage_options: dict[str, str] | None = None) -> pad
 
 
 def row_to_query(
-    row: dict[str, Any], images: list[Any], *, negatives_from: int, negatives_count: int, same_text: bool = False
+    row: dict[str, Any], images: list[Any], *, negatives_from: int, negatives_count: int
 ) -> RankQuery:
-    """A RankQuery of one TRAINING_GROUPS row; ``images`` = [query, candidate 1..G] (PIL). With
-    ``same_text`` every candidate carries the FIRST candidate's coordinates and description, so
-    only the candidate images tell the prompts of a group apart (the demo's warm-up)."""
+    """A RankQuery of one TRAINING_GROUPS row; ``images`` = [query, candidate 1..G] (PIL)."""
     lats, lons, descs = row["group_lat_deg"], row["group_lon_deg"], row["group_description"]
-    if same_text:
-        lats, lons, descs = [lats[0]] * len(lats), [lons[0]] * len(lons), [descs[0]] * len(descs)
     cands = [RankCandidate(float(a), float(b), d or "", img) for a, b, d, img in zip(lats, lons, descs, images[1:])]
     lo, hi = negatives_from, negatives_from + negatives_count
     negs = [
@@ -97,10 +93,8 @@ class GroupStream(IterableDataset):
         batch_rows: int = 64,
         encode: bool = True,
         processor: Any = None,
-        same_text: bool = False,
     ) -> None:
         super().__init__()
-        self.same_text = same_text  # every candidate with the first one's text (see row_to_query)
         self.uri, self.base_dir = uri, base_dir
         self.rank_cfg, self.decode_cfg, self.s3 = rank_cfg, decode_cfg, s3
         self.negatives_from, self.negatives_count = negatives_from, negatives_count
@@ -158,8 +152,7 @@ class GroupStream(IterableDataset):
         dist = np.asarray(row["group_dist_km"], dtype=np.float64)
         try:
             images = [decode_image(reader.read(u), self.decode_cfg) for u in [row["query_uri"], *row["group_uri"]]]
-            query = row_to_query(row, images, negatives_from=self.negatives_from, negatives_count=self.negatives_count,
-                                 same_text=self.same_text)
+            query = row_to_query(row, images, negatives_from=self.negatives_from, negatives_count=self.negatives_count)
             encoded = encode_query(self._get_processor(), query, self.rank_cfg) if self.encode else None
         except PhotoError as exc:
             log.warning("training group %s skipped: %s", row["query_id"], exc)

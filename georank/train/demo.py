@@ -7,9 +7,11 @@ these settings:
 1. training groups from the demo GALLERY (``demo.train_queries`` sampled gallery photos; the demo's
    query photos are never used: they are the held-out set the geotag job predicts), with the
    ``train`` section's grouping (conf/local.yaml: ``spread``);
-2. a fresh random tiny Qwen2-VL (:func:`georank.rank.tiny.build_tiny_ranker`), every weight trained
-   for ``demo.train_warmup_steps`` steps and saved as the demo's base model: this stands in for the
-   pretraining a real Qwen2-VL brings (a random tiny backbone with LoRA alone barely learns);
+2. a fresh random tiny Qwen2-VL (:func:`georank.rank.tiny.build_tiny_ranker`), its backbone trained
+   for ``demo.train_warmup_steps`` steps to compare the two images of a prompt
+   (:func:`georank.train.pretrain.warmup_compare`, images only) and saved as the demo's base model:
+   this stands in for the pretraining a real Qwen2-VL brings (a random tiny backbone does not learn
+   to compare images from the ranking loss in CPU minutes);
 3. LoRA + a FRESH score head (drawn with ``train.seed``; the warm-up's head is dropped, as a
    released VLM comes without a GeoRanker head) on that base for ``demo.train_ranker_steps``
    steps, the train job's stage, written as the demo's adapter (``rank.adapter_uri``); step 0 of
@@ -52,7 +54,9 @@ def save_untrained_adapter(cfg: GeorankConfig, *, base_dir: Path, out_dir: Path)
 
     peft_model, _ = build_trainable(Path(base_dir), cfg.train)
     return save_adapter(peft_model, Path(out_dir), base_dir=Path(base_dir))
-TRAINER_VERSION = 1  # bump when the same settings would train a different ranker
+
+
+TRAINER_VERSION = 2  # bump when the same settings would train a different ranker
 
 
 def _wanted(cfg: GeorankConfig, world_id: str) -> dict[str, Any]:
@@ -67,8 +71,6 @@ def _wanted(cfg: GeorankConfig, world_id: str) -> dict[str, Any]:
         "train": train,
         "rank": cfg.rank.model_dump(include={"min_pixels", "max_pixels", "candidate_jpeg_quality"}),
         "retrieve": cfg.retrieve.model_dump(),
-        # a warm-up's head was kept for the LoRA stage (and the untrained adapter) before: retrain those
-        **({"warmup_head": "fresh"} if cfg.demo.train_warmup_steps else {}),
     }
 
 
@@ -109,7 +111,8 @@ def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] |
 def _train(cfg: GeorankConfig, base: Path, adapter: Path, stamp: Path, want: dict[str, Any]) -> dict[str, Any]:
     from georank.rank.tiny import build_tiny_ranker
     from georank.train.build import build_training_data
-    from georank.train.stages import train_lora, warmup_all_weights
+    from georank.train.pretrain import warmup_compare
+    from georank.train.stages import train_lora
 
     d = cfg.demo
     work = base.parent / ".train"
@@ -122,9 +125,9 @@ def _train(cfg: GeorankConfig, base: Path, adapter: Path, stamp: Path, want: dic
     data = build_training_data(cfg, mode="overwrite", out_uri=str(work / "groups"), n_queries=d.train_queries)
     seconds["data"] = time.monotonic() - t0
     random_base, _ = build_tiny_ranker(work / "random", seed=d.seed)
-    if d.train_warmup_steps:  # the warm-up's own head is not kept (see the module docstring, 3.)
+    if d.train_warmup_steps:  # the warm-up's auxiliary head is not kept (see the module docstring, 3.)
         t0 = time.monotonic()
-        warmup_all_weights(
+        warmup_compare(
             cfg, base_dir=random_base, data_uri=str(work / "groups"), out_base_dir=base, steps=d.train_warmup_steps
         )
         seconds["warmup"] = time.monotonic() - t0

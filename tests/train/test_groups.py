@@ -137,7 +137,7 @@ def test_own_image_for_a_held_out_query_and_no_bands_to_top_up_from() -> None:
     assert choose_group(bare, arc, np.ones(5, dtype=bool), [1, 2], np.random.default_rng(0)) == [0]
 
 
-def test_row_to_query_same_text_gives_every_candidate_the_first_ones_text() -> None:
+def test_row_to_query_gives_each_candidate_its_own_text_and_image() -> None:
     from georank.train.dataset import row_to_query
 
     row = {"group_lat_deg": [1.0, 2.0, 3.0], "group_lon_deg": [4.0, 5.0, 6.0], "group_description": ["a", "b", None],
@@ -146,10 +146,8 @@ def test_row_to_query_same_text_gives_every_candidate_the_first_ones_text() -> N
     own = row_to_query(row, images, negatives_from=0, negatives_count=2)
     assert [(c.lat_deg, c.lon_deg, c.description, c.image) for c in own.candidates] == [
         (1.0, 4.0, "a", "c1"), (2.0, 5.0, "b", "c2"), (3.0, 6.0, "", "c3")]
-    same = row_to_query(row, images, negatives_from=0, negatives_count=2, same_text=True)
-    assert [(c.lat_deg, c.lon_deg, c.description, c.image) for c in same.candidates] == [
-        (1.0, 4.0, "a", "c1"), (1.0, 4.0, "a", "c2"), (1.0, 4.0, "a", "c3")]
-    assert same.negatives == own.negatives and same.image == "q"
+    assert [(n.lat_deg, n.lon_deg, n.description, n.image) for n in own.negatives] == [(7.0, 9.0, "n1", None), (8.0, 10.0, "n2", None)]
+    assert own.image == "q"
 
 
 def test_group_size_beyond_bands_is_a_config_error() -> None:

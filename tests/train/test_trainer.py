@@ -227,14 +227,15 @@ def test_demo_untrained_adapter_is_step_0_and_is_added_to_a_trained_world_withou
 
 
 def test_demo_warmup_trains_the_backbone_and_the_adapter_starts_from_a_fresh_head(tiny_world: Path, tmp_path: Path) -> None:
-    """With a warm-up, the demo's base is the warmed-up backbone (every weight moved from the seed's
-    random tiny ranker), and the untrained adapter (and so the LoRA stage) starts from a FRESH head
-    drawn with train.seed, not the warm-up's: what the adapter's training is measured against."""
+    """With a warm-up, the demo's base is the warmed-up backbone (vision and decoder weights moved
+    from the seed's random tiny ranker; the token embedding frozen), and the untrained adapter (and
+    so the LoRA stage) starts from a FRESH head drawn with train.seed: what the adapter's training
+    is measured against."""
     import json
     import shutil
 
     from georank.rank.tiny import build_tiny_ranker
-    from georank.train.demo import STAMP, ensure_trained_ranker, untrained_adapter_dir
+    from georank.train.demo import STAMP, TRAINER_VERSION, ensure_trained_ranker, untrained_adapter_dir
 
     ranker = tmp_path / "ranker"
     shutil.copytree(tiny_world / "models" / "ranker", ranker)
@@ -244,7 +245,7 @@ def test_demo_warmup_trains_the_backbone_and_the_adapter_starts_from_a_fresh_hea
                                 rank={"base_model_uri": str(base), "adapter_uri": str(adapter)}), TRAIN)
     summary = ensure_trained_ranker(cfg, "world-w")
     assert summary is not None and (summary["warmup_steps"], summary["ranker_steps"]) == (2, 1), summary
-    assert json.loads((ranker / STAMP).read_text())["settings"]["warmup_head"] == "fresh"
+    assert json.loads((ranker / STAMP).read_text())["settings"]["trainer_version"] == TRAINER_VERSION
     assert ensure_trained_ranker(cfg, "world-w") is None  # stamped: a second call trains nothing
 
     random_base, _ = build_tiny_ranker(tmp_path / "random", seed=cfg.demo.seed)
@@ -252,6 +253,7 @@ def test_demo_warmup_trains_the_backbone_and_the_adapter_starts_from_a_fresh_hea
     assert before.keys() == after.keys()
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     assert any("visual" in k for k in moved) and any("layers" in k for k in moved), moved
+    assert not any("embed_tokens" in k for k in moved), moved
 
     head = load_file(str(untrained_adapter_dir(adapter) / "adapter_model.safetensors"))["base_model.model.value_head.weight"]
     fresh = torch.randn(head.shape, generator=torch.Generator().manual_seed(cfg.train.seed)) / (head.shape[1] + 1) ** 0.5
@@ -292,3 +294,34 @@ def test_torchdistributor_two_gloo_processes_average_gradients(  # type: ignore[
     train_lora(alone, base_dir=base, data_uri=groups, out_dir=tmp_path / "alone", checkpoint_dir=None, processor=processor)
     c = load_file(str(tmp_path / "alone" / "adapter_model.safetensors"))
     assert any(not torch.allclose(c[k], a[k], atol=1e-5, rtol=0) for k in a)
+
+
+@pytest.mark.parametrize("size_px", [(56, 56), (112, 84)])
+def test_warmup_targets_are_the_quarters_mean_colours_and_their_squared_difference(processor: Any, size_px: tuple[int, int]) -> None:
+    """The demo warm-up's targets (georank.train.pretrain): each quarter's mean colour in the
+    processor's normalised units, in the order top-left, top-right, bottom-left, bottom-right,
+    whatever the patch grid (2x2 merge windows reorder the patches), and (query - candidate)**2."""
+    import numpy as np
+    import PIL.Image
+
+    from georank.rank.prompts import EncodedPair, encode_image
+    from georank.train.pretrain import colour_layout, compare_targets
+
+    w, h = size_px
+    quarters = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]  # TL, TR, BL, BR
+    a = np.zeros((h, w, 3), dtype=np.uint8)
+    for i, rgb in enumerate(quarters):
+        a[(i // 2) * h // 2:(i // 2 + 1) * h // 2, (i % 2) * w // 2:(i % 2 + 1) * w // 2] = rgb
+    image = encode_image(processor, PIL.Image.fromarray(a))
+    assert image.grid_thw == (1, h // 14, w // 14)
+    mean, std = np.array(processor.image_processor.image_mean), np.array(processor.image_processor.image_std)
+    want = torch.tensor(np.concatenate([(np.array(q) / 255.0 - mean) / std for q in quarters]), dtype=torch.float32)
+    got = colour_layout(image)
+    assert torch.allclose(got, want, atol=0.02), (got, want)
+
+    grey = encode_image(processor, PIL.Image.new("RGB", size_px, (128, 128, 128)))
+    t = compare_targets([EncodedPair([1], (image, grey)), EncodedPair([1], (grey, grey))])
+    g = colour_layout(grey)
+    assert t.shape == (2, 36)
+    assert torch.allclose(t[0], torch.cat([got, g, (got - g) ** 2]))
+    assert torch.equal(t[1, 24:], torch.zeros(12))
