@@ -106,4 +106,4 @@ def test_one_image_cap_a_rank_max_pixels_the_decode_shrink_never_lets_through_is
     assert ok.rank.max_pixels == 12845056 and ok.decode.max_side_px is None  # native size: the reference's setting
     assert load_config(ROOT / "conf" / "local.yaml", ["rank.max_pixels=1073296"]).rank.max_pixels == 1073296
     default = load_config(ROOT / "conf" / "local.yaml", ["decode.max_side_px=512"])  # local.yaml's 784 fits
-    assert default.rank.max_pixels == 50176
+    assert default.rank.max_pixels == 784
