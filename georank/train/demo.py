@@ -12,8 +12,8 @@ these settings:
    (:func:`georank.train.pretrain.warmup_compare`, images only) and saved as the demo's base model:
    this stands in for the pretraining a real Qwen2-VL brings (a random tiny backbone does not learn
    to compare images from the ranking loss in CPU minutes);
-3. LoRA + a FRESH score head (drawn with ``train.seed``; the warm-up's head is dropped, as a
-   released VLM comes without a GeoRanker head) on that base for ``demo.train_ranker_steps``
+3. LoRA + a FRESH score head (drawn with ``train.seed``; the warm-up's auxiliary head is dropped,
+   as a released VLM comes without a GeoRanker head) on that base for ``demo.train_ranker_steps``
    steps, the train job's stage, written as the demo's adapter (``rank.adapter_uri``); step 0 of
    that same stage (LoRA at its PEFT init, B = 0, and the fresh head) is written beside it as
    the UNTRAINED adapter (:func:`untrained_adapter_dir`), which the evaluate job compares

@@ -2,7 +2,8 @@
 
 :func:`run_loop` trains whatever parameters it is given on a stream of encoded groups with the
 GeoRanker loss (:func:`georank.losses.rank_loss`): the LoRA stage (:func:`train_lora`, what
-``jobs/train_ranker.py`` runs) and the demo's all-weights warm-up use it alike.
+``jobs/train_ranker.py`` runs). The demo's warm-up (:mod:`georank.train.pretrain`) has its own
+loop: another loss, no checkpoints.
 
 - AdamW (``train.weight_decay``), one parameter group per learning rate (``train.lr`` for
   LoRA, ``train.head_lr`` for the score head when set);

@@ -4,7 +4,7 @@
   the score head, on the groups at ``train.data`` (or a GeoRanking file), writing the PEFT
   adapter to ``train.output_uri`` and resumable checkpoints to ``train.checkpoint_dir``.
 
-The demo's all-weights warm-up (standing in for pretraining) is :mod:`georank.train.pretrain`.
+The demo's warm-up (standing in for pretraining) is :mod:`georank.train.pretrain`.
 """
 
 from __future__ import annotations
