@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from georank.config import GeorankConfig
+from georank.errors import ConfigError, InputError
 from georank.rank.prompts import EncodedImage, EncodedPair
 from georank.train.dataset import TrainItem
 
@@ -84,14 +85,12 @@ def _pairs(items: Iterator[TrainItem], groups: int) -> list[EncodedPair]:
     for item in items:
         if item.encoded is None:
             continue
-        if any(len(p.images) < 2 for p in item.encoded.pairs):
-            raise ValueError("warmup_compare needs the candidates' images in the prompt (rank.prompt_candidate_image: true)")
         out.extend(item.encoded.pairs)
         taken += 1
         if taken == groups:
             break
     if not out:
-        raise ValueError("warmup_compare: the training groups gave no usable prompt")
+        raise InputError("demo warm-up: expected training groups whose images decode, got none")
     return out
 
 
@@ -103,6 +102,11 @@ def warmup_compare(cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_bas
     from georank.train.model import load_base_ranker
     from georank.train.stages import make_stream
 
+    if not cfg.rank.prompt_candidate_image:
+        raise ConfigError(
+            "config key 'rank.prompt_candidate_image': the demo warm-up compares the query image with the "
+            "candidate's; expected true, got false"
+        )
     t = cfg.train
     torch.manual_seed(t.seed)
     ranker = load_base_ranker(Path(base_dir), seed=t.seed)

@@ -325,3 +325,14 @@ def test_warmup_targets_are_the_quarters_mean_colours_and_their_squared_differen
     assert t.shape == (2, 36)
     assert torch.allclose(t[0], torch.cat([got, g, (got - g) ** 2]))
     assert torch.equal(t[1, 24:], torch.zeros(12))
+
+
+def test_warmup_refuses_prompts_without_the_candidate_image(tiny_world: Path, tmp_path: Path) -> None:
+    """The warm-up compares the two images of a prompt: the no-candidate-image ablation is refused
+    at once, naming the key (before any model is loaded)."""
+    from georank.errors import ConfigError
+    from georank.train.pretrain import warmup_compare
+
+    cfg = _cfg(tiny_world, tmp_path, "rank.prompt_candidate_image=false")
+    with pytest.raises(ConfigError, match=r"'rank.prompt_candidate_image'.*expected true, got false"):
+        warmup_compare(cfg, base_dir=tmp_path / "none", data_uri=str(tmp_path / "none"), out_base_dir=tmp_path / "out", steps=1)
