@@ -20,7 +20,7 @@ evaluate job's ``ranker`` and ``ranker@<name>`` rows run). Printed per row: top-
 
 ``--train DIR`` first trains a demo ranker with the config (plus ``--set`` overrides) into
 ``DIR`` exactly as the embedded default does (:func:`georank.train.demo.ensure_trained_ranker`:
-training data from the demo gallery, optional all-weights warm-up, LoRA + head; its untrained
+training data from the demo gallery, the comparison warm-up (demo.train_warmup_steps), LoRA + head; its untrained
 step 0 beside it) and measures that trained/untrained pair, with the training seconds.
 
     .venv/bin/python benchmarks/bench_demo_ranker.py                       # the demo's own adapters
