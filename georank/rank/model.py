@@ -92,6 +92,31 @@ class GeoRankerModel(nn.Module):
         image_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores (b,) float32 of left-padded prompts (or suffixes after a cached prefix)."""
+        h_last = self.last_hidden(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            past_key_values=past_key_values,
+            image_features=image_features,
+        )
+        return self.value_head(h_last).squeeze(-1).float()  # (b,)
+
+    def last_hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        past_key_values: DynamicCache | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The state the score head reads: (b, hidden), post-norm, at each prompt's last token
+        (left padding puts every prompt's last real token at -1)."""
         out = self._backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -103,8 +128,7 @@ class GeoRankerModel(nn.Module):
             past_key_values=past_key_values,
             use_cache=past_key_values is not None,
         )
-        h_last = out.last_hidden_state[:, -1, :]  # (b, hidden): post-norm, last real token
-        return self.value_head(h_last).squeeze(-1).float()  # (b,)
+        return out.last_hidden_state[:, -1, :]
 
     def _backbone(self, *, image_features: torch.Tensor | None, **kwargs: Any) -> Any:
         """The backbone on pixels (its own vision tower), or on ``image_features`` scattered into

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from georank.config import RankConfig
-from georank.rank.model import GeoRankerModel
-from georank.rank.prompts import EncodedQuery
+from georank.rank.model import GeoRankerModel, RankerInputs
+from georank.rank.prompts import EncodedPair, EncodedQuery
 from georank.rank.scorer import Scorer
 
 
@@ -26,13 +26,15 @@ class GroupScorer:
         self.ranker = ranker
         self._batcher = Scorer(ranker, processor, rank_cfg)
 
+    def inputs(self, pairs: Sequence[EncodedPair]) -> RankerInputs:
+        """One left-padded batch of whole prompts, as the job's per-pair path builds it."""
+        return self._batcher._full_batch([p.input_ids for p in pairs], [list(p.images) for p in pairs])
+
     def __call__(self, groups: Sequence[EncodedQuery]) -> torch.Tensor:
         g = len(groups[0].pairs)
         if any(len(e.pairs) != g for e in groups):
             raise ValueError(f"groups of one batch must have one size, got {[len(e.pairs) for e in groups]}")
-        pairs = [p for e in groups for p in e.pairs]
-        inputs = self._batcher._full_batch([p.input_ids for p in pairs], [list(p.images) for p in pairs])
-        scores = self.ranker(**inputs.as_kwargs())  # (b * g,) float32
+        scores = self.ranker(**self.inputs([p for e in groups for p in e.pairs]).as_kwargs())  # (b * g,) float32
         return scores.view(len(groups), g)
 
 

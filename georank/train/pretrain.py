@@ -35,6 +35,7 @@ import torch
 
 from georank.config import GeorankConfig
 from georank.errors import ConfigError, InputError
+from georank.rank.model import GeoRankerModel
 from georank.rank.prompts import EncodedImage, EncodedPair
 from georank.train.dataset import TrainItem
 
@@ -97,8 +98,8 @@ def _pairs(items: Iterator[TrainItem], groups: int) -> list[EncodedPair]:
 def warmup_compare(cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_base_dir: Path, steps: int) -> dict[str, Any]:
     """Train ``base_dir``'s backbone for ``steps`` steps of ``train.queries_per_step`` groups on
     the comparison task (module docstring) and save it as ``out_base_dir``; returns a summary."""
-    from georank.rank.scorer import Scorer
     from georank.rank.tokenizer import load_processor
+    from georank.train.batch import GroupScorer
     from georank.train.model import load_base_ranker
     from georank.train.stages import make_stream
 
@@ -115,7 +116,7 @@ def warmup_compare(cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_bas
     ranker.value_head.requires_grad_(False)  # not used here: the LoRA stage draws a fresh one
     ranker.model.get_input_embeddings().weight.requires_grad_(False)
     processor = load_processor(Path(base_dir), min_pixels=cfg.rank.min_pixels, max_pixels=cfg.rank.max_pixels)
-    batcher = Scorer(ranker, processor, cfg.rank)
+    scorer = GroupScorer(ranker, processor, cfg.rank)
     aux = torch.nn.Linear(ranker.value_head.in_features, TARGET_DIM)
     params = [p for p in ranker.model.parameters() if p.requires_grad] + list(aux.parameters())
     opt = torch.optim.AdamW(params, lr=t.warmup_lr, weight_decay=t.weight_decay)
@@ -127,10 +128,7 @@ def warmup_compare(cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_bas
     t0, window_t, window_loss, window_n, loss_value = time.monotonic(), time.monotonic(), 0.0, 0, math.nan
     for step in range(1, steps + 1):
         pairs = _pairs(items, t.queries_per_step)
-        inputs = batcher._full_batch([p.input_ids for p in pairs], [list(p.images) for p in pairs])
-        kwargs = inputs.as_kwargs()
-        kwargs.pop("image_features", None)
-        h_last = ranker.model(**kwargs, use_cache=False).last_hidden_state[:, -1, :]  # (n, hidden)
+        h_last = ranker.last_hidden(**scorer.inputs(pairs).as_kwargs())  # (n, hidden): what the score head reads
         loss = (((aux(h_last) - (compare_targets(pairs) - mean)) ** 2) / var).mean()  # 1.0: predicting the mean
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,7 +146,7 @@ def warmup_compare(cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_bas
     return {"steps": steps, "last_loss": loss_value, "seconds": time.monotonic() - t0}
 
 
-def save_backbone(ranker: Any, *, base_dir: Path, out_base_dir: Path) -> None:
+def save_backbone(ranker: GeoRankerModel, *, base_dir: Path, out_base_dir: Path) -> None:
     """``ranker``'s backbone as a ``from_pretrained`` directory (``base_dir``'s config and
     processor files), swapped in by a rename."""
     from transformers import Qwen2VLForConditionalGeneration
