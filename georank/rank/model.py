@@ -80,29 +80,10 @@ class GeoRankerModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        mm_token_type_ids: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_grid_thw: torch.Tensor | None = None,
-        past_key_values: DynamicCache | None = None,
-        image_features: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Scores (b,) float32 of left-padded prompts (or suffixes after a cached prefix)."""
-        h_last = self.last_hidden(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            mm_token_type_ids=mm_token_type_ids,
-            pixel_values=pixel_values,
-            image_grid_thw=image_grid_thw,
-            past_key_values=past_key_values,
-            image_features=image_features,
-        )
-        return self.value_head(h_last).squeeze(-1).float()  # (b,)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        """Scores (b,) float32 of left-padded prompts (or suffixes after a cached prefix); ``inputs``
+        as :meth:`last_hidden` takes them."""
+        return self.value_head(self.last_hidden(input_ids, attention_mask, **inputs)).squeeze(-1).float()  # (b,)
 
     def last_hidden(
         self,
