@@ -9,16 +9,19 @@ their own errors (an error row, an index error).
 
 :func:`local_path` gives a local file or folder for an artifact, downloading an ``s3://`` one
 once per host into a locked cache (:mod:`georank.storage.cache`); :func:`file_digest` and
-:func:`digest` hash local files once per host (:mod:`georank.storage.digests`).
+:func:`digest` hash local files once per host (:mod:`georank.storage.digests`);
+:func:`pin_artifacts` fixes every artifact's version once per run on the driver, and inside
+:func:`pinned` executors get exactly those versions (:mod:`georank.storage.pins`).
 
-The package, by job: :mod:`~georank.storage.s3` (URIs, clients, errors),
-:mod:`~georank.storage.files` (read, ranged read, list, write), :mod:`~georank.storage.cache`
-(the artifact cache), :mod:`~georank.storage.digests` (content digests).
+The package, by job: :mod:`~georank.storage.host` (the cache root, file locks),
+:mod:`~georank.storage.s3` (URIs, clients, errors), :mod:`~georank.storage.files` (read, ranged
+read, list, write), :mod:`~georank.storage.cache` (the artifact cache),
+:mod:`~georank.storage.digests` (content digests), :mod:`~georank.storage.pins` (pinned versions).
 """
 
 from __future__ import annotations
 
-from georank.storage.cache import cache_root, local_path
+from georank.storage.cache import local_path
 from georank.storage.digests import digest, file_digest, sha256_file
 from georank.storage.files import (
     StoredFile,
@@ -32,11 +35,15 @@ from georank.storage.files import (
     read_text,
     stat_file,
 )
-from georank.storage.s3 import S3_SCHEMES, is_s3, join_uri, local_of, s3_client, split_s3, worker_client
+from georank.storage.host import cache_root
+from georank.storage.pins import artifact_version, pin_artifacts, pinned, pinned_version
+from georank.storage.s3 import S3_SCHEMES, bad_relative, is_s3, join_uri, local_of, s3_client, split_s3, worker_client
 
 __all__ = [
     "S3_SCHEMES",
     "StoredFile",
+    "artifact_version",
+    "bad_relative",
     "cache_root",
     "digest",
     "exists",
@@ -46,6 +53,9 @@ __all__ = [
     "list_files",
     "local_of",
     "local_path",
+    "pin_artifacts",
+    "pinned",
+    "pinned_version",
     "open_input",
     "put_bytes",
     "put_file",

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from georank.storage.cache import cache_root, host_lock
+from georank.storage.host import cache_root, host_lock
 from georank.storage.s3 import _local_error
 
 log = logging.getLogger(__name__)

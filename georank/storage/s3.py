@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from georank.config import S3Config
 from georank.errors import InputError, StorageError
@@ -40,16 +40,50 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 
 def local_of(uri: str) -> Path:
-    """The local path of a plain path or a ``file://`` URI."""
-    return Path(urlparse(uri).path if uri.startswith("file://") else uri)
+    """The local path of a plain path or a ``file:`` URI (``file:///abs``, ``file://localhost/abs``,
+    ``file:/abs``; percent-escapes decoded). A ``file:`` URI naming another host is an InputError.
+
+    >>> local_of("file:///data/night%2001")
+    PosixPath('/data/night 01')
+    """
+    if not uri.startswith("file:"):
+        return Path(uri)
+    parsed = urlparse(uri)
+    if parsed.netloc not in ("", "localhost"):
+        raise InputError(f"expected a local file: URI (file:///path), got one naming the host {parsed.netloc!r}: {uri}")
+    return Path(unquote(parsed.path))
+
+
+def bad_relative(rel: str) -> str | None:
+    """Why ``rel`` (``/``-separated) is not a path inside a folder, or None when it is: absolute,
+    empty, climbing out (``..``) or with a ``.`` or empty segment (``a//b`` and ``a/./b`` would
+    land on ``a/b``).
+
+    >>> bad_relative("shards/0.faiss") is None, bad_relative("a/../../x")
+    (True, "one that climbs out of it ('..')")
+    """
+    if rel == "":
+        return "an empty name"
+    if rel.startswith("/"):
+        return "an absolute path"
+    parts = rel.split("/")
+    if ".." in parts:
+        return "one that climbs out of it ('..')"
+    if any(p in ("", ".") for p in parts):
+        return "a '.' or empty path segment"
+    return None
 
 
 def join_uri(root: str, rel: str) -> str:
-    """``root/rel`` for a local folder or an ``s3://`` prefix.
+    """``root/rel`` for a local folder or an ``s3://`` prefix; ``rel`` must stay inside ``root``
+    (:func:`bad_relative`): a name read from a manifest never reaches beside its index.
 
     >>> join_uri("s3://b/index/", "manifest.json")
     's3://b/index/manifest.json'
     """
+    why = bad_relative(rel)
+    if why is not None:
+        raise InputError(f"expected a relative name inside {root.rstrip('/')}, got {why}: {rel!r}")
     return root.rstrip("/") + "/" + rel
 
 
@@ -105,8 +139,10 @@ def worker_client(s3: S3Config) -> Any:
 
 def _s3_error(exc: Exception, uri: str) -> StorageError:
     """A boto3/botocore failure as a StorageError naming ``uri``."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StorageError(f"no usable AWS credentials for {uri}: {exc.__class__.__name__}", kind="credentials")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", "unknown"))
         words, kind = {
@@ -116,6 +152,10 @@ def _s3_error(exc: Exception, uri: str) -> StorageError:
             "NoSuchBucket": ("bucket not found", "not_found"),
             "AccessDenied": ("access denied", "denied"),
             "403": ("access denied", "denied"),
+            "InvalidAccessKeyId": ("credentials rejected (InvalidAccessKeyId)", "credentials"),
+            "SignatureDoesNotMatch": ("credentials rejected (SignatureDoesNotMatch)", "credentials"),
+            "ExpiredToken": ("credentials expired (ExpiredToken)", "credentials"),
+            "TokenRefreshRequired": ("credentials expired (TokenRefreshRequired)", "credentials"),
         }.get(code, (f"S3 error {code}", "other"))
         return StorageError(f"{words}: {uri}", kind=kind)
     return StorageError(f"could not reach S3 for {uri}: {exc.__class__.__name__}", kind="unreachable")
@@ -149,4 +189,4 @@ def _list_s3(bucket: str, prefix: str, client: Any, *, uri: str) -> Iterator[tup
                 yield obj["Key"], int(obj.get("Size", 0)), str(obj.get("ETag", ""))
 
 
-__all__ = ["CLIENT_TTL_S", "S3_SCHEMES", "is_s3", "join_uri", "local_of", "s3_client", "split_s3", "worker_client"]
+__all__ = ["CLIENT_TTL_S", "S3_SCHEMES", "bad_relative", "is_s3", "join_uri", "local_of", "s3_client", "split_s3", "worker_client"]

@@ -66,7 +66,7 @@ def test_workers_fetching_one_artifact_at_once_download_it_once(s3_bucket: objec
     assert len(downloads) == 1
     folder = got[0]
     assert (folder / "weights.bin").read_bytes() == weights and (folder / "config.json").read_bytes() == b'{"dim": 8}'
-    assert sorted(p.name for p in folder.parent.iterdir()) == [".lock", folder.name]  # no temporary folders left
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".holders", ".lock", folder.name]  # no temporary folders left
 
 
 def test_a_changed_artifact_replaces_the_old_version_and_crash_leftovers(s3_bucket: object) -> None:
@@ -78,7 +78,8 @@ def test_a_changed_artifact_replaces_the_old_version_and_crash_leftovers(s3_buck
     new = storage.local_path(f"s3://{BUCKET}/models/clip", S3)
     assert new != old and (new / "weights.bin").read_bytes() == b"new weights"
     assert not old.exists()
-    assert sorted(p.name for p in new.parent.iterdir()) == [".lock", new.name]
+    assert sorted(p.name for p in new.parent.iterdir()) == [".holders", ".lock", new.name]
+    assert sorted(p.name for p in (new.parent / ".holders").iterdir()) == [new.name]  # the old version's lease went with it
     # A single object is a file inside its version folder.
     s3_bucket.put_object(Bucket=BUCKET, Key="heads.safetensors", Body=b"h")  # type: ignore[attr-defined]
     f = storage.local_path(f"s3://{BUCKET}/heads.safetensors", S3)
