@@ -15,15 +15,20 @@ JSON (``{"job": ..., "status": "ok"|"failed", ...}``) to stdout. Exit codes:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
 
 from georank.config import GeorankConfig, load_config
+from georank.config.load import describe_validation_error
 from georank.errors import ConfigError, GeorankError, SetupError
 
 log = logging.getLogger("georank")
@@ -35,10 +40,51 @@ class Summary(dict[str, Any]):
     """The job's summary: counts and per-stage seconds; printed as one JSON line."""
 
 
+_RUN_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_OPTION_NAME = re.compile(r"--[A-Za-z][A-Za-z0-9_-]{0,40}")
+
+
+def run_date_arg(text: str) -> dt.date:
+    """``--run-date`` of every job: exactly ``YYYY-MM-DD`` (``date.fromisoformat`` alone would also take
+    ``20261123`` and ``2026-W47-1``). Raises :class:`argparse.ArgumentTypeError`, so a bad date is a
+    usage error (exit 2) naming the expected form and what was given (a date is no secret)."""
+    if not _RUN_DATE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD (e.g. 2026-11-23), got {text!r}")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a calendar date as YYYY-MM-DD, got {text!r} ({exc})") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that it never prints a stray value back: ``--set KEY VALUE`` (a space for the
+    ``=``) leaves VALUE, maybe a secret, as an unrecognised argument; only option names are listed."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            names = [n for a in extras if _OPTION_NAME.fullmatch(n := a.split("=", 1)[0])]
+            n_values = len(extras) - len(names)
+            shown = ", ".join(names) if names else "none"
+            more = f" and {n_values} more value{'s' * (n_values != 1)} (not shown: it may be a secret)" if n_values else ""
+            self.error(f"unrecognized arguments: {shown}{more}; expected --conf, --set KEY=VALUE and the job's options (see --help)")
+        return ns
+
+
+class _UsageError(Exception):
+    """Raised by :class:`_CheckParser` instead of exiting."""
+
+
+class _CheckParser(_Parser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
 def base_parser(job: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"spark-submit.sh jobs/{job}.py", description=f"georank {job} job")
+    p = _Parser(prog=f"spark-submit.sh jobs/{job}.py", description=f"georank {job} job")
     p.add_argument("--conf", required=True, help="YAML config, e.g. conf/local.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help='override a config key; a key part in double quotes is one key: spark.conf."spark.ui.port"=4041')
     return p
 
 
@@ -85,6 +131,11 @@ def run_job(
         log.error("%s", exc)
         summary.update(status="failed", error=f"{exc.__class__.__name__}: {exc}")
         code = EXIT_FAILED
+    except ValidationError as exc:  # pydantic's own text repeats every input value: never shown
+        text = describe_validation_error(exc)
+        log.error("job %s failed: %s", job, text)
+        summary.update(status="failed", error=f"ValidationError: {text}")
+        code = EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - the summary line must still be printed
         log.exception("job %s failed", job)
         summary.update(status="failed", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -98,16 +149,26 @@ def check_config_main(argv: list[str] | None = None) -> int:
     """``python -m georank.cli --job NAME --conf X [--set k=v]``: validate a config and exit. Used by
     spark-submit.sh to fail in a second, before a JVM starts; on failure it prints the message on
     stderr and, like every job, one JSON summary line on stdout."""
-    p = argparse.ArgumentParser(prog="georank-check-config")
+    argv = sys.argv[1:] if argv is None else argv
+    job = "unknown"
+    if "--job" in argv[:-1]:
+        job = argv[argv.index("--job") + 1]
+    p = _CheckParser(prog=f"spark-submit.sh jobs/{job}.py", add_help=False, allow_abbrev=False)
     p.add_argument("--job", default="unknown")
     p.add_argument("--conf")
     p.add_argument("--set", action="append", default=[])
-    args, _ = p.parse_known_args(argv)
+    p.add_argument("--run-date", type=run_date_arg)  # every job's date argument, checked before a JVM starts
+    try:
+        args, _ = p.parse_known_args(argv)
+    except _UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        _emit({"job": job, "status": "failed", "error": f"bad command line: {exc}"})
+        return EXIT_USAGE
     try:
         if not args.conf:
             raise ConfigError("no --conf given: expected --conf PATH, e.g. --conf conf/local.yaml")
         load_config(args.conf, args.set)
-    except ConfigError as exc:
+    except ConfigError as exc:  # its text names keys and kinds, never a value
         sys.stderr.write(f"georank: {exc}\n")
         _emit({"job": args.job, "status": "failed", "error": f"ConfigError: {exc}"})
         return EXIT_USAGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -14,3 +15,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+
+
+def describe_got(value: object, *, show_number: bool = False) -> str:
+    """What a config key was given, in words safe to print: its kind, never its text.
+
+    A value given with ``--set`` (or written in a config file) may be a secret
+    (``spark.conf."spark.hadoop.fs.s3a.secret.key"``), so every message that says what was got
+    renders it through this one function: ``'a string'``, ``'a list'``, ``'a mapping'``, ``'null'``...
+    A number is shown only with ``show_number=True``, which callers pass for the bound of a
+    numeric key (``write.staging_ttl_hours``: ``got -1``); a string is never shown, even one that
+    reads as a number.
+
+    >>> describe_got("hunter2"), describe_got([1]), describe_got(-1, show_number=True)
+    ('a string', 'a list', '-1')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        if show_number:
+            return repr(value)
+        return "an integer" if isinstance(value, int) else "a number"
+    if isinstance(value, str):
+        return "a string" if value else "an empty string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, dt.datetime):
+        return "a date and time"
+    if isinstance(value, dt.date):
+        return "a date"
+    return f"a value of type {type(value).__name__}"

@@ -6,6 +6,9 @@ spark-submit runs, which all carry dummy AWS keys.)"""
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,110 @@ def test_s3_settings_come_from_config_and_credentials_from_the_aws_chain(monkeyp
                 assert not bad, f"{path.relative_to(ROOT)}:{node.lineno} passes {bad}"
     src = (ROOT / "georank" / "spark" / "session.py").read_text()
     assert "fs.s3a.access.key" not in src and "fs.s3a.secret.key" not in src
+
+
+# --- issue 22 item 6: a secret given with --set is never printed back ------------------------------
+
+SECRET = "GEORANKTESTSECRETVALUE42"
+
+
+def _submit(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GEORANK_SKIP_SETUP": "1"}
+    return subprocess.run([str(ROOT / "spark-submit.sh"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "secret_set",
+    [
+        f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}",
+        f'spark.conf."spark.hadoop.fs.s3a.secret.key"={SECRET}',
+        f"s3.region=[{SECRET}]",
+    ],
+)
+def test_the_credential_grep_runs_over_the_config_error_output(secret_set: str) -> None:
+    """A config error with a secret in --set (it fails at the config check, before any JVM starts):
+    exit 2, and the secret appears nowhere in stdout or stderr."""
+    r = _submit("jobs/geotag.py", "--conf", "conf/local.yaml", "--run-date", "2026-11-23",
+                "--set", secret_set, "--set", "rank.no_such_key=1")
+    assert r.returncode == 2, r.stderr
+    assert SECRET not in r.stdout and SECRET not in r.stderr
+    assert "unknown config key 'rank.no_such_key'" in r.stderr and "SparkContext" not in r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "failed" and "rank.no_such_key" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    ("secret_set", "key", "expected"),
+    [
+        (f"s3.region=[{SECRET}]", "s3.region", "expected a string, got a list"),
+        (f"write.staging_ttl_hours={SECRET}", "write.staging_ttl_hours", "expected a number, got a string"),
+        (f"s3.path_style={SECRET}", "s3.path_style", "expected true or false, got a string"),
+        (f"spark.conf.spark.hadoop.fs.s3a.access.key=[{SECRET}]", 'spark.conf."spark.hadoop.fs.s3a.access.key"',
+         "expected a string, got a list"),
+    ],
+)
+def test_run_job_names_the_key_and_type_never_the_value(secret_set: str, key: str, expected: str, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
+    from georank.cli import run_job
+
+    ran = []
+    code = run_job("geotag", lambda *a: ran.append(a), argv=["--conf", "conf/local.yaml", "--set", secret_set])
+    out = capsys.readouterr()
+    assert code == 2 and not ran
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["error"].startswith(f"ConfigError: config key '{key}' in conf/local.yaml with --set ")
+    assert summary["error"].endswith(expected)
+    for text in (out.out, out.err, caplog.text):
+        assert SECRET not in text
+
+
+def test_check_config_names_the_key_never_the_value(capsys) -> None:  # type: ignore[no-untyped-def]
+    from georank.cli import check_config_main
+
+    code = check_config_main(["--job", "geotag", "--conf", "conf/local.yaml", "--run-date", "2026-11-23",
+                              "--set", f"write.staging_ttl_hours={SECRET}"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert "config key 'write.staging_ttl_hours' in conf/local.yaml with --set write.staging_ttl_hours: expected a number, got a string" in out.err
+    assert SECRET not in out.out + out.err
+
+
+def test_a_stray_value_on_the_command_line_is_not_echoed_by_argparse(capsys, caplog) -> None:  # type: ignore[no-untyped-def]
+    """`--set KEY VALUE` (a space for the '='): argparse would list VALUE as an unrecognised argument."""
+    from georank.cli import run_job
+
+    code = run_job("geotag", lambda *a: None,
+                   argv=["--conf", "conf/local.yaml", "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key", SECRET, "--bogus=1"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert "unrecognized arguments: --bogus and 1 more value (not shown: it may be a secret)" in out.err
+    for text in (out.out, out.err, caplog.text):
+        assert SECRET not in text
+
+
+def test_a_validation_error_raised_inside_a_job_does_not_echo_its_input(capsys, caplog) -> None:  # type: ignore[no-untyped-def]
+    """pydantic's own message carries `input_value=...`: run_job renders it like a config error."""
+    from georank.cli import run_job
+    from georank.config import S3Config
+
+    def main(args, cfg, summary):  # type: ignore[no-untyped-def]
+        S3Config(region=[SECRET])
+
+    code = run_job("geotag", main, argv=["--conf", "conf/local.yaml"])
+    out = capsys.readouterr()
+    assert code == 1
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["error"] == "ValidationError: config key 'region' in S3Config: expected a string, got a list"
+    for text in (out.out, out.err, caplog.text):
+        assert SECRET not in text
+
+
+def test_no_library_or_job_code_logs_the_command_line_or_the_spark_conf() -> None:
+    """Nothing echoes config values: no log or print of sys.argv, of --set, of the Spark conf."""
+    bad = []
+    for path in [*SCANNED, ROOT / "spark-submit.sh"]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            s = line.strip()
+            logs = s.startswith(("log.", "logger.", "logging.", "print(", "echo ", "sys.stderr.write", "sys.stdout.write"))
+            if logs and any(w in s for w in ("sys.argv", "args.set", "spark_conf(", "getConf", "getAll", "model_dump", "vars(args)", "$@", "job_args")):
+                bad.append(f"{path.relative_to(ROOT)}:{n}: {s}")
+    assert bad == []
