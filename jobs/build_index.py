@@ -11,17 +11,16 @@ overwrite commits a new version beside it. Prints one JSON line: read = embedded
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
-from georank.cli import Summary, run_job
+from georank.cli import Summary, run_date_arg, run_job
 from georank.config import GeorankConfig
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", default=None, help="gallery table URI (default: tables.gallery)")
     p.add_argument("--mode", choices=["error", "overwrite"], default="error")
-    p.add_argument("--run-date", type=dt.date.fromisoformat, default=None, help="date of the gallery_errors rows")
+    p.add_argument("--run-date", type=run_date_arg, default=None, help="date of the gallery_errors rows (YYYY-MM-DD)")
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:

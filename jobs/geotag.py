@@ -13,15 +13,14 @@ launch scripts written before.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
-from georank.cli import Summary, run_job
+from georank.cli import Summary, run_date_arg, run_job
 from georank.config import GeorankConfig
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    p.add_argument("--run-date", required=True, type=run_date_arg, help="YYYY-MM-DD")
     p.add_argument("--photos", default=None, help="table, folder of images or s3:// prefix")
     p.add_argument("--mode", choices=["overwrite", "error", "replace"], default="overwrite",
                    help="overwrite: replace this run date's rows (replace: the same, older word); error: refuse if it has rows")
