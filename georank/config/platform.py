@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from georank.config.base import _Section
@@ -50,6 +52,14 @@ class WriteConfig(_Section):
     staging_ttl_hours: float = Field(6.0, ge=0)
     lease_refresh_s: float = Field(30.0, gt=0)  # the running driver rewrites its staging lease this often
     lease_timeout_s: float = Field(600.0, gt=0)  # a lease not rewritten for this long belongs to no live run
+    # The table's commit lock (georank.storage.lock), held around a Delta commit and its history
+    # check so that two drivers never commit to one table at once: Delta 4.4.0's default log stores
+    # keep writers apart within ONE JVM only (s3a: S3SingleDriverLogStore; local: HDFSLogStore).
+    # auto: on for every table unless spark.conf names a multi-driver log store for its scheme
+    # (spark.delta.logStore.<scheme>.impl = io.delta.storage.S3DynamoDBLogStore); off: no lock.
+    commit_lock: Literal["auto", "on", "off"] = "auto"
+    commit_lock_ttl_s: float = Field(60.0, gt=2)  # a lock not renewed for this long (S3 server's clock) may be broken; renewed every ttl/3
+    commit_lock_wait_s: float = Field(900.0, ge=0)  # a driver waits this long for another's commit, then fails naming the holder
 
 
 class S3Config(_Section):
