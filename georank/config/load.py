@@ -17,6 +17,7 @@ import re
 import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
+from urllib.parse import unquote, urlparse
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -35,7 +36,7 @@ from georank.config.steps import (
     RetrieveConfig,
     SkipConfig,
 )
-from georank.errors import ConfigError
+from georank.errors import ConfigError, InputError
 
 
 class GeorankConfig(_Section):
@@ -61,9 +62,17 @@ class GeorankConfig(_Section):
     project_root: str = ""  # set by load_config: folder that relative URIs resolve against
 
     def resolve(self, uri: str) -> str:
-        """Absolute form of a config URI: schemes (``s3://``, ``s3a://``, ``file:``) pass through,
-        relative paths resolve against :attr:`project_root`."""
-        if "://" in uri or uri.startswith("file:") or os.path.isabs(uri):
+        """Absolute form of a config URI: other schemes (``s3://``, ``s3a://``) pass through; a
+        ``file:`` URI becomes its local path (``file:///data/night%2001`` -> ``/data/night 01``,
+        ``file://localhost/...`` too), so it works wherever a local path does; relative paths
+        (``file:rel`` too) resolve against :attr:`project_root`. A ``file:`` URI naming another
+        host is an InputError."""
+        if uri.startswith("file:"):
+            parsed = urlparse(uri)
+            if parsed.netloc not in ("", "localhost"):
+                raise InputError(f"expected a local file: URI (file:///path), got one naming the host {parsed.netloc!r}: {uri}")
+            uri = unquote(parsed.path)
+        if "://" in uri or os.path.isabs(uri):
             return uri
         return str(Path(self.project_root or ".").resolve() / uri)
 

@@ -6,13 +6,13 @@ Runs on the driver (builds lazy DataFrames); nothing here ships to executors.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from georank import schema as S
 from georank.config import GeorankConfig
 from georank.errors import InputError
 from georank.io import list_images, photo_ids
+from georank.storage import local_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def _is_table(uri: str) -> Literal["delta", "parquet", ""]:
     if uri.startswith(("s3://", "s3a://")):
         return ""  # an s3:// prefix of images; tables on S3 are given as s3a://
-    p = Path(uri)
+    p = local_of(uri)
     if (p / "_delta_log").is_dir():
         return "delta"
     if p.suffix == ".parquet" or (p.is_dir() and any(p.glob("*.parquet"))):
@@ -31,7 +31,8 @@ def _is_table(uri: str) -> Literal["delta", "parquet", ""]:
 
 def read_photos(spark: "SparkSession", uri: str, cfg: GeorankConfig) -> "DataFrame":
     """The night's photos as a PHOTOS frame (photo_id, uri, image_bytes) from a Delta or Parquet
-    table, a local folder of images or an ``s3://`` prefix."""
+    table, a local folder of images or an ``s3://`` prefix; a local one as a path or a ``file:``
+    URI (read as its path, :meth:`GeorankConfig.resolve`)."""
     from pyspark.sql import functions as F
 
     uri = cfg.resolve(uri)
@@ -46,7 +47,7 @@ def read_photos(spark: "SparkSession", uri: str, cfg: GeorankConfig) -> "DataFra
             if col not in df.columns:
                 df = df.withColumn(col, F.lit(None).cast(typ))
         return df.select(F.col("photo_id").cast("string"), "uri", "image_bytes")
-    if not uri.startswith(("s3://", "s3a://")) and not Path(uri).is_dir():
+    if not uri.startswith(("s3://", "s3a://")) and not local_of(uri).is_dir():
         raise InputError(f"photos not found: expected a Delta/Parquet table, a folder of images or an s3:// prefix at {uri}")
     uris = list_images(uri, cfg.s3)
     rows = [(pid, u, None) for pid, u in zip(photo_ids(uris, uri), uris)]
