@@ -20,8 +20,8 @@ A checkpoint that leaves any vision weight or head tensor unloaded is a
 :class:`~georank.errors.CheckpointError`, never a silently random encoder.
 
 :func:`get_embedder` runs on executors: one :class:`Embedder` per Python
-worker, cached by (URI, heads URI, kind, size, device, dtype); the device names the GPU
-(``cuda:N``, :func:`georank.resources.device_key`).
+worker, cached by (URI, heads URI, kind, size, device, dtype, the run's pinned versions); the
+device names the GPU (``cuda:N``, :func:`georank.resources.device_key`).
 """
 
 from __future__ import annotations
@@ -282,13 +282,20 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
 
 
 def get_embedder(cfg: GeorankConfig) -> Embedder:
-    """The worker's embedder for ``cfg.embed`` (built once per Python worker). Runs on executors."""
+    """The worker's embedder for ``cfg.embed`` (built once per Python worker). Runs on executors.
+
+    Inside :func:`georank.storage.pinned` (the run's pinned artifacts) the key holds the pinned
+    versions of the model and heads: a worker reused by a later run whose pins differ loads the new
+    version, and loading checks that what is there now is the pinned version (a RunError naming
+    the artifact otherwise, :func:`georank.storage.local_path`)."""
     from georank.resources import cached, device_key
+    from georank.storage import pinned_version
 
     e = cfg.embed
+    model_uri, heads_uri = cfg.resolve(e.model_uri), cfg.resolve(e.heads_uri) if e.heads_uri else None
     key = (
-        cfg.resolve(e.model_uri), cfg.resolve(e.heads_uri) if e.heads_uri else None,
-        e.kind, e.image_size, device_key(e.device), e.dtype, e.batch_size,
+        model_uri, heads_uri, e.kind, e.image_size, device_key(e.device), e.dtype, e.batch_size,
+        pinned_version(model_uri), pinned_version(heads_uri),
     )
     return cached("embedder", key, lambda: load_embedder(e, cfg.s3, resolve=cfg.resolve))
 

@@ -31,6 +31,7 @@ from georank.config import GeorankConfig
 from georank.errors import InputError, RunError
 from georank.pipeline import RunInfo
 from georank.spark.executors import executor_errors, gpu_profile, on_executors
+from georank.storage import pin_artifacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -172,7 +173,8 @@ def run_evaluate(
             f"candidate_text_lis, ...), got a {bench.layout} file: {benchmark_uri}"
         )
     manifest = None if reference else read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
-    run = RunInfo(run_id=run_id, run_date=dt.date.today(), index_manifest=manifest.to_dict() if manifest else None)
+    run = RunInfo(run_id=run_id, run_date=dt.date.today(), index_manifest=manifest.to_dict() if manifest else None,
+                  artifacts=pin_artifacts(cfg, embed=not reference, compare_adapters=True))
     photos = photos_of(bench, cfg.resolve(images_uri))
     methods = reference_methods(cfg) if reference else methods_of(cfg)
     if reference:

@@ -46,6 +46,7 @@ from georank.spark.commit import Staging
 from georank.spark.executors import executor_errors, gpu_profile, on_executors, passthrough
 from georank.spark.photos import read_photos, split_bad_ids
 from georank.spark.progress import Progress
+from georank.storage import pin_artifacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -280,7 +281,7 @@ def run_geotag(
 
     # An unreadable or foreign manifest stops the run here; every partition then searches this version.
     manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
-    run = RunInfo(run_id=run_id, run_date=run_date, index_manifest=manifest.to_dict())
+    run = RunInfo(run_id=run_id, run_date=run_date, index_manifest=manifest.to_dict(), artifacts=pin_artifacts(cfg))
     removed = commit.remove_stale_staging(spark, cfg)
     if mode == "error":
         commit.refuse_existing(spark, cfg, run_date)
