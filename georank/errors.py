@@ -32,7 +32,7 @@ class StorageError(InputError):
     """Reading, listing or writing a local path or an ``s3://`` object failed (georank.storage).
 
     ``reason`` is a sentence naming the path or URI (``object not found: s3://b/k``); ``kind`` is
-    one of ``not_found``, ``denied``, ``too_large``, ``unreachable``, ``other``, so a caller can
+    one of ``not_found``, ``denied``, ``credentials``, ``too_large``, ``unreachable``, ``other``, so a caller can
     turn it into its own error (an error row, an index error) without parsing the message.
     """
 
@@ -46,13 +46,16 @@ class PhotoError(GeorankError):
     """One photo cannot be used. Becomes an error row, never a crashed task.
 
     ``stage`` names the pipeline step (``read``, ``decode``, ``embed``, ...);
-    ``reason`` is a sentence a person understands.
+    ``reason`` is a sentence a person understands; ``kind``, for a read, the StorageError kind
+    behind it (``denied``, ``unreachable``, ``credentials`` are run-level by nature:
+    :func:`georank.isolation.run_level_cause`).
     """
 
-    def __init__(self, stage: str, reason: str) -> None:
+    def __init__(self, stage: str, reason: str, *, kind: str | None = None) -> None:
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
+        self.kind = kind
 
 
 class CheckpointError(GeorankError):

@@ -27,7 +27,7 @@ def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: 
         return storage.read_bytes(uri, s3, max_bytes=max_bytes, client=client)
     except StorageError as err:
         limit = " (decode.max_bytes)" if err.kind == "too_large" else ""
-        raise PhotoError("read", err.reason + limit) from None
+        raise PhotoError("read", err.reason + limit, kind=err.kind) from None
 
 
 class PhotoReader:

@@ -33,7 +33,7 @@ from georank.config import GeorankConfig
 from georank.decode import decode_image, rgb_from_bytes, rgb_to_bytes
 from georank.errors import PhotoError
 from georank.io import PhotoReader
-from georank.isolation import Failure, is_run_level, per_item, reason_of
+from georank.isolation import Failure, breaker, is_run_level, per_item, reason_of
 from georank.ranking import rank_and_decide, results_table
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,12 @@ def decode_photos(photos: pa.Table | pa.RecordBatch, cfg: GeorankConfig) -> pa.T
         rgb = width = height = stage = reason = None
         try:
             rgb, width, height = rgb_to_bytes(decode_image(reader.read(uri, data), cfg.decode))
+            breaker().ok("read")
         except PhotoError as err:
             stage, reason = err.stage, err.reason
+            if err.stage != "read":
+                breaker().ok("read")
+            breaker().failed(err.stage, err)  # access denied, no credentials, ... in a row: the run stops
         except Exception as exc:  # noqa: BLE001  # a file a decoder chokes on in an unforeseen way: its own row
             if is_run_level(exc):
                 raise

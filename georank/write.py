@@ -1,15 +1,28 @@
-"""Write stage (driver side): Delta tables created from the schema module, runs replaced atomically.
+"""Write stage (driver side): every Delta table georank writes goes through :func:`commit`.
 
-- :func:`ensure_table` creates a table once with its declared columns, column
-  comments, partitioning and documented table properties.
-- :func:`write_partition` writes rows for one partition value (``run_date``):
-  ``mode="replace"`` swaps that date's rows in ONE Delta commit (``replaceWhere``),
-  so a rerun of the same night never duplicates and a crash before the commit
-  leaves the previous state; ``mode="error"`` refuses when the date already has
-  rows; ``mode="append"`` appends. An optional Delta transaction id makes the
-  commit happen at most once, and ``user_metadata`` labels it in the table's
-  history, where :func:`commit_version` finds it afterwards.
-- :func:`overwrite_table` replaces a whole table in one commit (gallery tables).
+One way for every table (results, gallery embeddings and errors, evaluation results, training
+groups): ::
+
+    txn = begin(spark, uri, app_id)      # at the run's start: the table's version + 1
+    ... compute ...
+    commit(df, uri, table=..., mode=..., txn=txn, label=run_id, cfg=cfg)
+        under the table's commit lock (georank.storage.lock; several drivers, one table)
+          ensure_table          create once with the declared schema (two creators both succeed)
+          one Delta commit      txnAppId/txnVersion = txn, userMetadata = label
+          history check         the label's commit must be in the table's history, else
+                                WriteError: Delta skipped it (a newer run of the same key won)
+
+Transaction versions come from the table, never from a clock: a run reads the table's version
+when it starts and commits with that + 1 under its key's app id (one per run date for the
+nightly job, one per run for evaluate, one per table for whole-table builds). Of two runs of one
+key that started before either committed, the first to commit lands and the other is skipped by
+Delta and fails loudly; a run started after a commit of its key has a higher version and lands.
+Drivers whose clocks differ order nothing here.
+
+Modes: ``replace`` swaps one ``run_date``'s rows (``replaceWhere``), ``error`` appends one
+``run_date`` only if it has no rows yet (checked under the lock), ``append`` appends,
+``overwrite`` replaces the whole table.
+
 - :func:`read_predictions` / :func:`read_errors`: the two documented filters of the
   nightly ``results`` table, read with the second engine (delta-rs);
   :func:`create_views` declares them as catalog views where a catalog is configured.
@@ -17,7 +30,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
@@ -27,6 +43,8 @@ from georank.errors import SchemaError, WriteError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
+
+    from georank.config import GeorankConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +56,39 @@ TABLE_PROPERTIES = {
     "delta.minWriterVersion": "2",
 }
 
+Mode = Literal["replace", "error", "append", "overwrite"]
+MODES: tuple[str, ...] = ("replace", "error", "append", "overwrite")
+
 
 def is_delta(spark: "SparkSession", uri: str) -> bool:
     from delta.tables import DeltaTable
 
     return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def table_version(spark: "SparkSession", uri: str) -> int | None:
+    """The Delta table's current version, or None when there is no Delta table at ``uri``."""
+    from delta.tables import DeltaTable
+
+    if not is_delta(spark, uri):
+        return None
+    return int(DeltaTable.forPath(spark, uri).history(1).select("version").collect()[0]["version"])
+
+
+@dataclass(frozen=True)
+class Txn:
+    """A Delta transaction id: ``app_id`` names what the version orders (a run date, an evaluate
+    run, a whole table); ``version`` is the table's version when the run started, + 1."""
+
+    app_id: str
+    version: int
+
+
+def begin(spark: "SparkSession", uri: str, app_id: str) -> Txn:
+    """The transaction a run will commit with, decided from the table at the run's START: of two
+    runs of one ``app_id`` that both start before either commits, only the first commit lands."""
+    version = table_version(spark, uri)
+    return Txn(app_id, 0 if version is None else version + 1)
 
 
 def date_has_rows(spark: "SparkSession", uri: str, run_date: str) -> bool:
@@ -53,29 +99,41 @@ def date_has_rows(spark: "SparkSession", uri: str, run_date: str) -> bool:
     )
 
 
+def _check_columns(spark: "SparkSession", uri: str, table: str) -> None:
+    got = [(f.name, f.dataType.simpleString()) for f in spark.read.format("delta").load(uri).schema]
+    want = [(f.name, f.dataType.simpleString()) for f in S.spark_schema(S.TABLES[table])]
+    if got != want:
+        raise SchemaError(f"table {table} at {uri}: expected columns {want}, got {got}")
+
+
 def ensure_table(spark: "SparkSession", uri: str, *, table: str, description: str = "") -> None:
     """Create the Delta table ``table`` (a key of :data:`georank.schema.TABLES`) at ``uri`` if it
-    does not exist; if it does, check its columns match the declared schema."""
+    does not exist; if it does, check its columns match the declared schema. Two drivers creating
+    it at once both succeed: the one whose create loses the race finds the table and checks it."""
     from delta.tables import DeltaTable
 
     if table not in S.TABLES:
         raise SchemaError(f"unknown table {table!r}; expected one of {sorted(S.TABLES)}")
-    arrow = S.TABLES[table]
     if is_delta(spark, uri):
-        got = [(f.name, f.dataType.simpleString()) for f in spark.read.format("delta").load(uri).schema]
-        want = [(f.name, f.dataType.simpleString()) for f in S.spark_schema(arrow)]
-        if got != want:
-            raise SchemaError(f"table {table} at {uri}: expected columns {want}, got {got}")
+        _check_columns(spark, uri, table)
         return
-    builder = DeltaTable.createIfNotExists(spark).location(uri).addColumns(S.spark_schema(arrow))
+    builder = DeltaTable.createIfNotExists(spark).location(uri).addColumns(S.spark_schema(S.TABLES[table]))
     parts = S.PARTITION_BY[table]
     if parts:
         builder = builder.partitionedBy(*parts)
     for key, value in TABLE_PROPERTIES.items():
         builder = builder.property(key, value)
-    if description:
-        builder = builder.comment(description)
-    builder.execute()
+    if description or table in S.TABLE_COMMENTS:
+        builder = builder.comment(description or S.TABLE_COMMENTS[table])
+    try:
+        builder.execute()
+    except Exception as exc:  # noqa: BLE001 - a concurrent creator won (ProtocolChanged/MetadataChanged/exists)
+        if not is_delta(spark, uri):
+            raise
+        log.info("table %s at %s was created by another run at the same moment (%s)", table, uri,
+                 exc.__class__.__name__)
+        _check_columns(spark, uri, table)
+        return
     log.info("created Delta table %s at %s", table, uri)
 
 
@@ -90,54 +148,70 @@ def _conform(df: "DataFrame", table: str) -> "DataFrame":
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in declared])
 
 
-def write_partition(
+@contextlib.contextmanager
+def _table_lock(uri: str, cfg: "GeorankConfig | None", owner: str) -> Iterator[None]:
+    """The table's commit lock (:mod:`georank.storage.lock`) when the config asks for one."""
+    from georank.storage.lock import commit_lock, lock_wanted
+
+    if cfg is None or not lock_wanted(cfg.write.commit_lock, uri, cfg.spark.conf):
+        yield
+        return
+    with commit_lock(uri, cfg.s3, owner=owner, ttl_s=cfg.write.commit_lock_ttl_s, wait_s=cfg.write.commit_lock_wait_s):
+        yield
+
+
+def commit(
     df: "DataFrame",
     uri: str,
     *,
     table: str,
-    run_date: str,
-    mode: Literal["error", "append", "replace"] = "error",
-    txn: tuple[str, int] | None = None,
-    user_metadata: str | None = None,
-) -> None:
-    """Write ``df`` (rows of one ``run_date``) to the Delta table at ``uri`` in one commit.
+    mode: Mode,
+    label: str,
+    txn: Txn | None = None,
+    run_date: str | None = None,
+    cfg: "GeorankConfig | None" = None,
+) -> int:
+    """Write ``df`` to the Delta table ``table`` at ``uri`` in ONE commit; returns its version.
 
-    ``txn=(app_id, version)`` makes the commit idempotent (Delta ``txnAppId``/``txnVersion``):
-    Delta SILENTLY skips it when this table already holds a commit of ``app_id`` with a version
-    at least as high. The app id is recorded once per table, so it must name what the version
-    orders (the nightly job uses one app id per run date); check with :func:`commit_version`
-    that the commit landed. ``user_metadata`` is stored with the commit (Delta ``userMetadata``).
+    ``label`` (a run id) is stored with the commit (Delta ``userMetadata``) and looked up in the
+    history afterwards: a commit Delta skipped for its transaction id (``txn``, see :func:`begin`)
+    raises :class:`WriteError`, so a run never reports a write that did not happen. ``run_date``
+    (YYYY-MM-DD) is required by ``replace`` and ``error``. ``cfg``: the run's config, for the
+    table's commit lock (``write.commit_lock``); without it no lock is taken.
     """
+    if mode not in MODES:
+        raise WriteError(f"unknown write mode {mode!r}; expected one of {list(MODES)}")
+    if mode in ("replace", "error") and not run_date:
+        raise WriteError(f"write mode {mode!r} of table {table}: expected a run_date, got none")
     spark = df.sparkSession
-    ensure_table(spark, uri, table=table)
-    out = _conform(df, table).write.format("delta")
+    out = _conform(df, table).write.format("delta").option("userMetadata", label)
     if txn is not None:
-        out = out.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
-    if user_metadata is not None:
-        out = out.option("userMetadata", user_metadata)
-    if mode == "replace":
-        out.mode("overwrite").option("replaceWhere", f"run_date = DATE'{run_date}'").save(uri)
-    elif mode == "append":
-        out.mode("append").save(uri)
-    elif mode == "error":
-        if date_has_rows(spark, uri, run_date):
+        out = out.option("txnAppId", txn.app_id).option("txnVersion", str(txn.version))
+    with _table_lock(uri, cfg, owner=label):
+        ensure_table(spark, uri, table=table)
+        if mode == "error" and date_has_rows(spark, uri, str(run_date)):
             raise WriteError(
                 f"table {table} at {uri} already has rows for run_date {run_date}; "
-                "expected none with mode='error' (use mode='replace' to rerun the date)"
+                "expected none with mode 'error' (use mode 'replace' / --mode overwrite to rerun the date)"
             )
-        out.mode("append").save(uri)
-    else:
-        raise WriteError(f"unknown write mode {mode!r}; expected one of ['error', 'append', 'replace']")
+        if mode == "replace":
+            out.mode("overwrite").option("replaceWhere", f"run_date = DATE'{run_date}'").save(uri)
+        elif mode == "overwrite":
+            out.mode("overwrite").save(uri)
+        else:
+            out.mode("append").save(uri)
+        landed = commit_version(spark, uri, label)
+    if landed is None:
+        raise WriteError(
+            f"table {table} at {uri}: expected the commit labelled {label} in the table's history, got none: "
+            f"Delta skipped it (txnAppId {txn.app_id if txn else None}, txnVersion {txn.version if txn else None}): "
+            "a run of the same key committed first; nothing of this write was kept"
+        )
+    log.info("%s: committed %s as version %d of %s", label, table, landed, uri)
+    return landed
 
 
-def overwrite_table(df: "DataFrame", uri: str, *, table: str) -> None:
-    """Replace the whole table at ``uri`` in one commit (used for gallery tables)."""
-    spark = df.sparkSession
-    ensure_table(spark, uri, table=table)
-    _conform(df, table).write.format("delta").mode("overwrite").save(uri)
-
-
-def commit_version(spark: "SparkSession", uri: str, user_metadata: str, *, last: int = 100) -> int | None:
+def commit_version(spark: "SparkSession", uri: str, user_metadata: str, *, last: int = 1000) -> int | None:
     """The Delta version of the commit labelled ``user_metadata`` among the table's ``last``
     commits, or None when there is none (e.g. Delta skipped it for its transaction id)."""
     from delta.tables import DeltaTable

@@ -24,6 +24,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", default=None, help="table, folder of images or s3:// prefix")
     p.add_argument("--mode", choices=["overwrite", "error", "replace"], default="overwrite",
                    help="overwrite: replace this run date's rows (replace: the same, older word); error: refuse if it has rows")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="commit the night even when no photo was read (by default an empty input fails the run)")
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
@@ -42,6 +44,7 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
             run_date=args.run_date,
             run_id=summary["run_id"],
             mode="error" if args.mode == "error" else "overwrite",
+            allow_empty=args.allow_empty,
         )
     )
 

@@ -52,6 +52,13 @@ class WriteConfig(_Section):
     staging_ttl_hours: float = Field(6.0, ge=0)
     lease_refresh_s: float = Field(30.0, gt=0)  # the running driver rewrites its staging lease this often
     lease_timeout_s: float = Field(600.0, gt=0)  # a lease not rewritten for this long belongs to no live run
+    # Guards before every commit (georank.guards): a run whose photos failed more than this
+    # fraction (errors / read, strictly above) fails and commits nothing; 1.0 turns it off.
+    max_error_fraction: float = Field(0.5, ge=0, le=1)
+    # Per-stage circuit breaker on executors (georank.isolation.Breaker): this many photos in a
+    # row in one task failing with a run-level cause (access denied, credentials, unreachable
+    # endpoint, CUDA errors) stop the run with that cause instead of one error row per photo.
+    breaker_consecutive: int = Field(8, ge=1)
     # The table's commit lock (georank.storage.lock), held around a Delta commit and its history
     # check so that two drivers never commit to one table at once: Delta 4.4.0's default log stores
     # keep writers apart within ONE JVM only (s3a: S3SingleDriverLogStore; local: HDFSLogStore).

@@ -51,6 +51,18 @@ from georank.schema.nightly import (
 )
 from georank.schema.training import TRAINING_GROUPS
 
+# Every Delta table georank writes (georank.write.commit), with its partitioning and comment.
+TABLES.update({"eval_results": EVAL_RESULTS, "training_groups": TRAINING_GROUPS})
+PARTITION_BY.update({"eval_results": (), "training_groups": ()})
+TABLE_COMMENTS: dict[str, str] = {
+    "results": "georank nightly results: one row per photo per run date (a prediction or an error)",
+    "gallery": "georank gallery: geotagged photos the index is built from",
+    "gallery_embeddings": "georank index build: the gallery's embeddings",
+    "gallery_errors": "georank index build: gallery rows that could not be used, with reasons",
+    "eval_results": "georank evaluate: accuracy per run, benchmark, method and radius",
+    "training_groups": "georank training data: one GeoRanking group per query photo",
+}
+
 __all__ = [
     "check_batch",
     "comment",
@@ -68,6 +80,7 @@ __all__ = [
     "ERRORS",
     "TABLES",
     "PARTITION_BY",
+    "TABLE_COMMENTS",
     "RESULTS",
     "GALLERY_PREPARED",
     "SHARD_META",

@@ -68,7 +68,24 @@ def _fs(spark: "SparkSession", uri: str) -> tuple[Any, Any]:
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path  # type: ignore[attr-defined]
 
 
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file:")
+
+
 def _write_text(spark: "SparkSession", uri: str, text: str) -> None:
+    """Replace the file at ``uri`` whole: a reader sees the old text or the new one, never a
+    truncated file (locally a temporary file renamed over it; on an object store one PUT at close)."""
+    if _is_local(uri):
+        import os
+        import uuid
+        from pathlib import Path
+
+        dest = Path(uri.removeprefix("file://").removeprefix("file:"))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, dest)
+        return
     fs, path = _fs(spark, uri)
     out = fs.create(path, True)
     try:
@@ -123,8 +140,12 @@ class Staging:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        fs, path = _fs(self.spark, self.uri)
-        fs.delete(path, True)
+        try:
+            fs, path = _fs(self.spark, self.uri)
+            fs.delete(path, True)
+        except Exception as exc:  # noqa: BLE001 - after a commit, a leftover folder is not a failed night
+            log.warning("run %s: could not remove its staging folder %s (%s); a later run removes it once stale",
+                        self.run_id, self.uri, str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
 
 
 def _run_started_ms(run_id: str, lease: dict[str, Any] | None) -> int | None:
@@ -137,6 +158,28 @@ def _run_started_ms(run_id: str, lease: dict[str, Any] | None) -> int | None:
     return None
 
 
+def _stale_run(spark: "SparkSession", cfg: GeorankConfig, run_dir: str, run_id: str, now: int) -> bool:
+    """Whether the staging folder ``run_dir`` belongs to a crashed run (old AND its lease stale)."""
+    text = _read_text(spark, f"{run_dir}/_lease")
+    try:
+        lease = json.loads(text) if text else None
+    except ValueError:
+        lease = None
+    started = _run_started_ms(run_id, lease)
+    heartbeat = lease.get("heartbeat_ms") if isinstance(lease, dict) else None
+    if started is None:
+        log.warning("staging of %s: no start time in its id or lease; left alone (remove it by hand)", run_id)
+        return False
+    old = (now - started) / 3_600_000 >= cfg.write.staging_ttl_hours
+    stale = not isinstance(heartbeat, int) or (now - heartbeat) / 1000 >= cfg.write.lease_timeout_s
+    if old and stale:
+        log.warning("removing the staging of crashed run %s (started %.2f h ago, lease stale)", run_id,
+                    (now - started) / 3_600_000)
+        return True
+    log.info("leaving the staging of run %s: %s", run_id, "its lease is live" if not stale else "younger than write.staging_ttl_hours")
+    return False
+
+
 def remove_stale_staging(spark: "SparkSession", cfg: GeorankConfig, *, now_ms: int | None = None) -> list[str]:
     """Remove the staging folders of crashed runs: a folder goes only when its run started more
     than ``write.staging_ttl_hours`` ago AND its lease was not refreshed for
@@ -146,33 +189,28 @@ def remove_stale_staging(spark: "SparkSession", cfg: GeorankConfig, *, now_ms: i
     if not fs.exists(root):
         return []
     removed = []
-    for status in fs.listStatus(root):
+    try:
+        statuses = list(fs.listStatus(root))
+    except Exception as exc:  # noqa: BLE001 - the folder vanished between exists() and listing
+        log.info("staging root %s could not be listed (%s); nothing to remove", staging_root(cfg), exc.__class__.__name__)
+        return []
+    for status in statuses:
         run_dir = status.getPath()
         run_id = run_dir.getName()
-        text = _read_text(spark, f"{run_dir.toString()}/_lease")
+        if run_id.startswith("."):
+            continue  # a lease being replaced, or other hidden files
         try:
-            lease = json.loads(text) if text else None
-        except ValueError:
-            lease = None
-        started = _run_started_ms(run_id, lease)
-        heartbeat = lease.get("heartbeat_ms") if lease else None
-        if started is None:
-            log.warning("staging of %s: no start time in its id or lease; left alone (remove it by hand)", run_id)
-            continue
-        old = (now - started) / 3_600_000 >= cfg.write.staging_ttl_hours
-        stale = not isinstance(heartbeat, int) or (now - heartbeat) / 1000 >= cfg.write.lease_timeout_s
-        if old and stale:
-            log.warning("removing the staging of crashed run %s (started %.2f h ago, lease stale)", run_id,
-                        (now - started) / 3_600_000)
-            fs.delete(run_dir, True)
-            removed.append(run_id)
-        else:
-            log.info("leaving the staging of run %s: %s", run_id, "its lease is live" if not stale else "younger than write.staging_ttl_hours")
+            if _stale_run(spark, cfg, run_dir.toString(), run_id, now):
+                fs.delete(run_dir, True)
+                removed.append(run_id)
+        except Exception as exc:  # noqa: BLE001 - a folder removed by its own run meanwhile, a lease being rewritten
+            log.info("staging of %s changed while being checked (%s); left for a later run", run_id,
+                     str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
     return removed
 
 
 def refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date) -> None:
-    """``--mode error``: fail early when the date already has rows (the commit checks it again atomically)."""
+    """``--mode error``: fail early when the date already has rows (the commit checks it again under the lock)."""
     uri = cfg.resolve(cfg.tables.results)
     if write.date_has_rows(spark, uri, run_date.isoformat()):
         raise WriteError(
@@ -181,40 +219,50 @@ def refuse_existing(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date
         )
 
 
+def begin(spark: "SparkSession", cfg: GeorankConfig, run_date: dt.date) -> write.Txn:
+    """At the run's start: the transaction its commit will carry (the date's app id, the results
+    table's version + 1). Any run of the date that commits before this one makes it fail."""
+    return write.begin(spark, cfg.resolve(cfg.tables.results), txn_app_id(run_date))
+
+
 def commit_results(
     staged: "DataFrame",
     cfg: GeorankConfig,
     *,
     run_id: str,
     run_date: dt.date,
-    started_ms: int,
+    txn: write.Txn,
     mode: Literal["overwrite", "error"],
 ) -> int:
     """Commit a run's staged RESULTS rows for ``run_date`` in ONE Delta commit; returns its version.
 
-    ``mode="overwrite"``: ``replaceWhere run_date = D`` with transaction version ``started_ms``: a run
-    that started before the date's last committed run is skipped by Delta (it never undoes a
-    newer run). ``mode="error"``: transaction version 0, so of two runs that both found the date
-    empty only the first commit lands. Either way a skipped commit raises :class:`RunError`.
+    ``mode="overwrite"``: ``replaceWhere run_date = D``; ``mode="error"``: only if the date has no
+    rows (checked under the table's commit lock). ``txn`` comes from :func:`begin` at the run's
+    start: of two runs of one date that both started before either committed, the second to
+    commit is skipped by Delta and fails here (:class:`RunError`), never silently. Views are
+    (re)declared after the commit; a failure there is a warning, never a failed run.
     """
     uri = cfg.resolve(cfg.tables.results)
-    version = started_ms if mode == "overwrite" else 0
     log.info("run %s: committing results", run_id)
-    write.write_partition(
-        staged, uri, table="results", run_date=run_date.isoformat(), mode="replace" if mode == "overwrite" else "append",
-        txn=(txn_app_id(run_date), version), user_metadata=run_id,
-    )
-    landed = write.commit_version(staged.sparkSession, uri, run_id)
-    if landed is None:
-        why = (
-            "another run wrote this date first (--mode error)" if mode == "error"
-            else "a run of this date that started later has committed already, and an older run never undoes it"
+    try:
+        landed = write.commit(
+            staged, uri, table="results", mode="replace" if mode == "overwrite" else "error",
+            run_date=run_date.isoformat(), txn=txn, label=run_id, cfg=cfg,
         )
+    except WriteError as exc:
+        if "Delta skipped it" not in str(exc):
+            raise
         raise RunError(
             f"run {run_id}: expected its commit in the history of {uri}, got none: Delta skipped it "
-            f"(txnAppId {txn_app_id(run_date)}, txnVersion {version}): {why}; nothing of this run was written"
-        )
+            f"(txnAppId {txn.app_id}, txnVersion {txn.version}): another run of {run_date.isoformat()} "
+            "committed after this run started; nothing of this run was written (rerun the date if this "
+            "run's rows are the ones wanted)"
+        ) from None
     log.info("run %s: committed as version %d of %s", run_id, landed, uri)
     if cfg.tables.views_schema:
-        write.create_views(staged.sparkSession, uri, schema_name=cfg.tables.views_schema)
+        try:
+            write.create_views(staged.sparkSession, uri, schema_name=cfg.tables.views_schema)
+        except Exception as exc:  # noqa: BLE001 - the night is committed; the views are a convenience
+            log.warning("run %s: committed, but declaring the views in %s failed: %s", run_id,
+                        cfg.tables.views_schema, str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
     return landed

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from georank.config import GeorankConfig, validate_config
 from georank.errors import RunError
+from georank.isolation import reset_breaker
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def on_executors(
         if cpus is not None:
             fit_threads(cpus)
         cfg = validate_config(cfg_dict, source="config shipped to executor")
+        reset_breaker(cfg.write.breaker_consecutive)  # per task: run-level causes in a row stop the run
         if accelerator:
             bind_gpu(cfg)
         tables: Iterator[pa.Table] = (pa.Table.from_batches([b]) for b in batches)

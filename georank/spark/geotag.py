@@ -51,6 +51,9 @@ from georank.storage import pin_artifacts
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
+    from georank.guards import TopFailure
+    from georank.write import Txn
+
 log = logging.getLogger(__name__)
 
 
@@ -255,6 +258,21 @@ def results_frame(
         return _sharded_results(photos, cfg, cfg_dict, run, profile, n_parts=n_parts, progress=progress, cached=cached)
 
 
+def top_failure(results: "DataFrame") -> "TopFailure | None":
+    """The most common (stage, reason) among the error rows of a RESULTS frame, with paths and
+    URIs folded (:data:`georank.guards.PATH_PATTERN`): one small aggregation, nothing collected but it."""
+    from pyspark.sql import functions as F
+
+    from georank.guards import PATH_PATTERN, PATH_PLACEHOLDER, TopFailure
+
+    rows = (
+        results.where(F.col("error_stage").isNotNull())
+        .select("error_stage", F.regexp_replace(F.coalesce("error_reason", F.lit("")), PATH_PATTERN, PATH_PLACEHOLDER).alias("r"))
+        .groupBy("error_stage", "r").count().orderBy(F.desc("count"), "error_stage", "r").limit(1).collect()
+    )
+    return TopFailure(rows[0]["error_stage"], rows[0]["r"], int(rows[0]["count"])) if rows else None
+
+
 def compute_description(run_id: str) -> str:
     """The Spark job description of a run's compute (photos -> staged results): what the UI shows,
     and how the event log's jobs of that step are found (``spark.job.description``;
@@ -270,9 +288,12 @@ def run_geotag(
     run_date: dt.date,
     run_id: str,
     mode: Literal["overwrite", "error"] = "overwrite",
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """Run the nightly job for one date; returns the summary counts and per-stage seconds.
-    The date's rows land in ONE commit of ``tables.results`` or not at all (:mod:`georank.spark.commit`)."""
+    The date's rows land in ONE commit of ``tables.results`` or not at all (:mod:`georank.spark.commit`).
+    Guards before the commit (:mod:`georank.guards`): no photo read (unless ``allow_empty``) or
+    more than ``write.max_error_fraction`` of them failed: the run fails and commits nothing."""
     from georank.candidates import check_sources
     from georank.spark import commit
 
@@ -285,8 +306,10 @@ def run_geotag(
     removed = commit.remove_stale_staging(spark, cfg)
     if mode == "error":
         commit.refuse_existing(spark, cfg, run_date)
+    txn = commit.begin(spark, cfg, run_date)  # from the table, at the start: no clock orders commits
     with Staging(spark, cfg, run_id) as staging:
-        summary = _compute_and_commit(spark, cfg, run, staging, photos_uri=photos_uri, mode=mode)
+        summary = _compute_and_commit(spark, cfg, run, staging, photos_uri=photos_uri, mode=mode, txn=txn,
+                                      allow_empty=allow_empty)
     if removed:
         summary["removed_stale_staging"] = removed
     return summary
@@ -300,10 +323,13 @@ def _compute_and_commit(
     *,
     photos_uri: str,
     mode: Literal["overwrite", "error"],
+    txn: "Txn",
+    allow_empty: bool,
 ) -> dict[str, Any]:
-    """Compute every photo into the staging folder, check the counts, commit once."""
+    """Compute every photo into the staging folder, check the counts and guards, commit once."""
     from pyspark.sql import functions as F
 
+    from georank import guards
     from georank.spark import commit
 
     run_id, run_date = run.run_id, run.run_date
@@ -316,6 +342,7 @@ def _compute_and_commit(
     n_good = good.count()
     seconds["input"] = time.monotonic() - t0
     log.info("run %s: %d photos read, %d usable ids", run_id, n_read, n_good)
+    guards.check_not_empty(what=f"run {run_id}", read=n_read, source=cfg.resolve(photos_uri), allow_empty=allow_empty)
 
     n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
     # Arrow batches of at most input.photos_per_batch rows: a task holds the pixels of two batches at a
@@ -360,11 +387,11 @@ def _compute_and_commit(
     dup = staged.where(F.col("error_stage").isNull()).groupBy("photo_id").count().where("count > 1").limit(1).count()
     if dup:
         raise RunError(f"run {run_id}: a photo id has two predictions; nothing was committed")
+    guards.check_error_fraction(what=f"run {run_id}", read=n_read, errors=errors,
+                                max_fraction=cfg.write.max_error_fraction, top=top_failure(staged) if errors else None)
 
     t2 = time.monotonic()
-    version = commit.commit_results(
-        staged, cfg, run_id=run_id, run_date=run_date, started_ms=staging.started_ms, mode=mode
-    )
+    version = commit.commit_results(staged, cfg, run_id=run_id, run_date=run_date, txn=txn, mode=mode)
     seconds["write"] = time.monotonic() - t2
     total = time.monotonic() - t0
     return {

@@ -45,18 +45,42 @@ def test_run_then_rerun_leaves_one_row_per_photo(spark, tiny_world: Path, tmp_pa
     assert second["table_version"] > first["table_version"]
 
 
-def test_empty_input(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    conf = tiny_conf(tiny_world, tmp_path / "c.yaml")
+def test_a_rerun_on_an_empty_or_broken_input_never_replaces_a_committed_night(spark, tiny_world: Path,  # type: ignore[no-untyped-def]
+                                                                              tmp_path: Path) -> None:
+    """Reproduced first (issue 22): a date committed with its predictions, then rerun on an empty
+    folder (it committed 0 rows: the night gone, exit 0) and on a folder of files that are not
+    images (it committed a night of error rows). Both now fail naming what was expected and seen,
+    and the date keeps its rows. ``allow_empty`` commits an empty night on purpose."""
+    from georank.errors import RunError
+
+    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", input={"photos_per_partition": 3})
+    cfg, first = _run(spark, conf, str(tiny_world / "queries"), "run-good")
+    before = sorted((r["photo_id"], r["run_id"]) for r in read_predictions(cfg.tables.results).to_pylist())
+    assert len(before) == first["predicted"] == 10
     empty = tmp_path / "empty"
     empty.mkdir()
-    cfg, s = _run(spark, conf, str(empty), "run-empty")
+    with pytest.raises(RunError, match=r"run run-empty: expected at least one photo, got 0 read from .*/empty \(an empty "
+                                       r"folder, .*nothing was committed \(pass --allow-empty"):
+        _run(spark, conf, str(empty), "run-empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(5):
+        (bad / f"not-a-photo-{i}.jpg").write_text(f"a list of ids, not an image {i}")
+    with pytest.raises(RunError, match=r"run run-bad: expected at most 50% of the photos to fail \(write.max_error_fraction"
+                                       r"=0.5\), got 5 of 5 \(100.0%\); the most common failure: stage decode: not an image"):
+        _run(spark, conf, str(bad), "run-bad")
+    assert sorted((r["photo_id"], r["run_id"]) for r in read_predictions(cfg.tables.results).to_pylist()) == before
+    assert read_errors(cfg.tables.results).num_rows == 0
+    _, s = _run(spark, conf, str(empty), "run-empty-on-purpose", allow_empty=True)
     assert (s["read"], s["predicted"], s["errors"]) == (0, 0, 0)
-    assert read_arrow(cfg.tables.results).num_rows == 0  # the table exists, typed, empty
+    assert read_arrow(cfg.tables.results).num_rows == 0  # the table exists, typed, the date emptied on purpose
     assert read_arrow(cfg.tables.results).schema.names == S.RESULTS.names
 
 
 def test_partition_whose_photos_all_fail(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", input={"photos_per_partition": 3})
+    """Every photo fails in its own way: each an error row with its reason (the error-fraction
+    guard turned off for the test: write.max_error_fraction=1.0)."""
+    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", input={"photos_per_partition": 3}, write={"max_error_fraction": 1.0})
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "zero.jpg").write_bytes(b"")

@@ -37,6 +37,7 @@ DAY = dt.date(2026, 11, 23)
 BUCKET = "georank-catalogue"
 PREFIX = f"untagged/{DAY.isoformat()}/"
 DENIED = "private/q-secret.jpg"
+DENIED_NIGHT, N_DENIED_NIGHT = "private/night/", 5
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ def s3_world(tiny_world: Path) -> Iterator[S3World]:
             s3.put_object(Bucket=BUCKET, Key=PREFIX + p.name, Body=p.read_bytes())
         s3.put_object(Bucket=BUCKET, Key=PREFIX + "manifest.txt", Body=b"not an image: a list of photo ids\n")
         s3.put_object(Bucket=BUCKET, Key=DENIED, Body=photos[0].read_bytes())
+        for p in photos[:N_DENIED_NIGHT]:  # a whole night the job may list but not read
+            s3.put_object(Bucket=BUCKET, Key=DENIED_NIGHT + p.name, Body=p.read_bytes())
         iam = _client(url, "iam", **setup)
         iam.create_user(UserName="geotag-job")
         policy = {
@@ -135,7 +138,8 @@ def test_s3_missing_and_denied_objects_are_read_errors(spark, tiny_world: Path, 
     )
     photos = tmp_path / "photos.parquet"
     pq.write_table(pa.table({"photo_id": ["good", "missing", "denied"], "uri": [good, missing, denied]}), photos)
-    cfg = load_config(_conf(tiny_world, tmp_path / "c.yaml", s3_world))
+    # 2 of 3 fail: over the default write.max_error_fraction (0.5), allowed here to see the rows
+    cfg = load_config(_conf(tiny_world, tmp_path / "c.yaml", s3_world), ["write.max_error_fraction=1.0"])
     s = run_geotag(spark, cfg, photos_uri=str(photos), run_date=DAY, run_id="run-s3-errors")
     assert (s["read"], s["predicted"], s["errors"]) == (3, 1, 2), s
     assert [r["photo_id"] for r in read_predictions(cfg.tables.results).to_pylist()] == ["good"]
@@ -144,3 +148,53 @@ def test_s3_missing_and_denied_objects_are_read_errors(spark, tiny_world: Path, 
         "missing": ("read", f"object not found: {missing}"),
         "denied": ("read", f"access denied: {denied}"),
     }
+
+
+# ----------------------------------------------------------------------------- guards (issue 22)
+
+
+def _committed_night(spark, tiny_world: Path, s3_world: S3World, tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
+    """A date committed from the s3:// prefix (every photo predicted): the good night to keep."""
+    cfg = load_config(_conf(tiny_world, tmp_path / "c.yaml", s3_world), list(overrides))
+    s = run_geotag(spark, cfg, photos_uri=f"s3://{BUCKET}/{PREFIX}", run_date=DAY, run_id="run-good",
+                   )
+    assert s["predicted"] == len(s3_world.photo_ids), s
+    return cfg, sorted((r["photo_id"], r["run_id"]) for r in read_predictions(cfg.tables.results).to_pylist())
+
+
+def test_a_missing_s3_prefix_never_replaces_a_committed_night(spark, tiny_world: Path, s3_world: S3World,  # type: ignore[no-untyped-def]
+                                                              aws_env: None, tmp_path: Path) -> None:
+    """Reproduced first: a rerun whose prefix has a typo listed nothing, passed read = predicted +
+    errors (0 = 0 + 0) and committed an empty date: exit 0, the night gone."""
+    from georank.errors import RunError
+
+    # the manifest.txt under PREFIX fails to decode: 1 error of 11, under the guard's fraction
+    cfg, before = _committed_night(spark, tiny_world, s3_world, tmp_path)
+    typo = f"s3://{BUCKET}/untagged/{DAY.isoformat()}-typo/"
+    with pytest.raises(RunError, match=r"expected at least one photo, got 0 read from s3://georank-catalogue/untagged/"
+                                       r"2026-11-23-typo/ .* nothing was committed \(pass --allow-empty"):
+        run_geotag(spark, cfg, photos_uri=typo, run_date=DAY, run_id="run-typo")
+    assert sorted((r["photo_id"], r["run_id"]) for r in read_predictions(cfg.tables.results).to_pylist()) == before
+
+
+def test_a_night_the_job_may_not_read_stops_at_the_breaker_and_commits_nothing(  # type: ignore[no-untyped-def]
+    spark, tiny_world: Path, s3_world: S3World, aws_env: None, tmp_path: Path
+) -> None:
+    """A systemic read failure (every object denied, as with expired or wrong credentials) stops the
+    run with one clear message naming the cause, instead of a night of error rows; the committed
+    night stays. The breaker trips in the task (write.breaker_consecutive photos in a row)."""
+    from georank.errors import RunError
+
+    cfg, before = _committed_night(spark, tiny_world, s3_world, tmp_path, "write.breaker_consecutive=3")
+    with pytest.raises(RunError, match=r"stage read: 3 photos in a row failed with a run-level cause \(access denied\); "
+                                       r"expected per-photo failures, got a systemic one \(the last: access denied: "
+                                       r"s3://georank-catalogue/private/night/"):
+        run_geotag(spark, cfg, photos_uri=f"s3://{BUCKET}/{DENIED_NIGHT}", run_date=DAY, run_id="run-denied")
+    assert sorted((r["photo_id"], r["run_id"]) for r in read_predictions(cfg.tables.results).to_pylist()) == before
+    # with the breaker out of reach, the error-fraction guard still refuses the night, naming the cause
+    cfg_loose = cfg.model_copy(update={"write": cfg.write.model_copy(update={"breaker_consecutive": 1000})})
+    with pytest.raises(RunError, match=r"expected at most 50% of the photos to fail \(write.max_error_fraction=0.5\), "
+                                       r"got 5 of 5 \(100.0%\); the most common failure: stage read: access denied: "
+                                       r"<path> \(5 photos\)"):
+        run_geotag(spark, cfg_loose, photos_uri=f"s3://{BUCKET}/{DENIED_NIGHT}", run_date=DAY, run_id="run-denied-2")
+    assert sorted((r["photo_id"], r["run_id"]) for r in read_predictions(cfg.tables.results).to_pylist()) == before
