@@ -23,12 +23,16 @@ Why georank needs its own (checked in Delta's source and jars, delta-spark 4.4.0
 So "from one cluster, S3's conditional writes suffice" is wrong for the pinned Delta: georank takes
 this lock around a commit and its history check (:mod:`georank.write`).
 
-The lock is an object (S3) or file (local) named ``_georank_commit.lock`` under the table's root,
-next to ``_delta_log`` and never inside it (Delta ignores names that start with ``_``). Its body is
-JSON ``{owner, acquired_ms, expires_ms, ttl_ms, clock, nonce}``:
+The lock lives BESIDE the table, never in it (:func:`lock_key`): ``s3a://b/georank/results`` ->
+``s3://b/georank/_georank_locks/results_georank_commit.lock``. Not under the table's root: the lock
+is taken before the first commit creates the table, and ``DeltaTable.createIfNotExists(spark)
+.location(uri)`` refuses a folder that holds any other file, even one whose name starts with ``_``
+or ``.`` (``[DELTA_MISSING_DELTA_TABLE] ... is not a Delta table``; tried with delta-spark 4.4.0 on a
+local folder and on s3a:// against moto; ``df.write.format("delta").save`` does not mind). Its body
+is JSON ``{owner, acquired_ms, expires_ms, ttl_ms, clock, nonce}``:
 
 - **acquire**: create it only if absent (S3: ``PutObject`` with ``If-None-Match: *``; local: under a
-  host ``flock`` of ``_georank_commit.lock.mutex``). A lock whose ``expires_ms`` has passed (a
+  host ``flock`` of the ``.mutex`` file beside it). A lock whose ``expires_ms`` has passed (a
   crashed holder) is broken by replacing it on the version seen (S3: ``If-Match: <ETag>``), so two
   breakers of one lock cannot both win. A held lock is polled every ``poll_s`` for up to ``wait_s``,
   then :class:`~georank.errors.WriteError` names the table, the holder and when its lease expires.
@@ -59,6 +63,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from georank.config import S3Config
@@ -68,7 +73,24 @@ from georank.storage.s3 import _s3_error, is_s3, local_of, s3_client, split_s3
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "_georank_commit.lock"  # under the table's root; Delta ignores names starting with "_"
+LOCK_NAME = "_georank_commit.lock"  # suffix of a table's lock file, kept BESIDE the table (see lock_key)
+LOCK_FOLDER = "_georank_locks"  # beside the table: <parent>/_georank_locks/<table name>_georank_commit.lock
+
+
+def lock_key(table_path: str) -> str:
+    """Where a table's lock lives, beside the table and never in it: Delta refuses to create a
+    table in a folder that holds other files, and the lock is taken BEFORE the first commit creates
+    the table. ``table_path``: a local path, or an S3 key prefix.
+
+    >>> lock_key("warehouse/results/")
+    'warehouse/_georank_locks/results_georank_commit.lock'
+    >>> lock_key("/results"), lock_key("results")
+    ('/_georank_locks/results_georank_commit.lock', '_georank_locks/results_georank_commit.lock')
+    """
+    parent, sep, name = table_path.rstrip("/").rpartition("/")
+    return f"{parent}{sep}{LOCK_FOLDER}/{name or 'root'}{LOCK_NAME}"
+
+
 _WRONG_ETAG = '"00000000000000000000000000000000"'  # an ETag no object has: the If-Match probe
 
 
@@ -280,7 +302,7 @@ class _S3Store:
 
     def __init__(self, table_uri: str, s3: S3Config, clock: LockClock) -> None:
         self.bucket, prefix = split_s3(table_uri)
-        self.key = f"{prefix.rstrip('/')}/{LOCK_NAME}" if prefix.strip("/") else LOCK_NAME
+        self.key = lock_key(prefix)
         self.where = f"s3://{self.bucket}/{self.key}"
         self.endpoint = s3.endpoint_url or "AWS S3"
         self._client = s3_client(s3)
@@ -350,9 +372,9 @@ class _LocalStore:
 
     def __init__(self, table_uri: str) -> None:
         root = local_of(table_uri)
-        self.path = root / LOCK_NAME
+        self.path = Path(lock_key(str(root)))
         self.where = str(self.path)
-        self._mutex = root / f"{LOCK_NAME}.mutex"
+        self._mutex = self.path.with_name(f"{self.path.name}.mutex")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -369,7 +391,7 @@ class _LocalStore:
         return Seen(version=body.nonce if body else f"unreadable:{len(data)}", body=body, data=data)
 
     def _write(self, data: bytes) -> str:
-        tmp = self.path.with_name(f"{LOCK_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         tmp.write_bytes(data)
         os.replace(tmp, self.path)
         body = LockBody.parse(data)
@@ -596,7 +618,7 @@ def commit_lock(table_uri: str, s3: S3Config, *, owner: str, ttl_s: float, wait_
     >>> with tempfile.TemporaryDirectory() as table:
     ...     with commit_lock(table, S3Config(), owner="run-1", ttl_s=60, wait_s=0) as held:
     ...         held.ensure_held()
-    ...         os.path.exists(os.path.join(table, LOCK_NAME))
+    ...         os.path.exists(lock_key(table))
     True
     """
     held = acquire(table_uri, s3, owner=owner, ttl_s=ttl_s, wait_s=wait_s, clock=clock, poll_s=poll_s)
@@ -633,5 +655,5 @@ def lock_wanted(mode: str, table_uri: str, spark_conf: Mapping[str, str] | None 
     return impl.rsplit(".", 1)[-1] not in ("S3DynamoDBLogStore", "S3LogStore")
 
 
-__all__ = ["LOCK_NAME", "CommitLock", "HostClock", "LockBody", "LockClock", "ManualClock", "ServerClock",
-           "acquire", "commit_lock", "lock_wanted"]
+__all__ = ["LOCK_FOLDER", "LOCK_NAME", "CommitLock", "HostClock", "LockBody", "LockClock", "ManualClock", "ServerClock",
+           "acquire", "commit_lock", "lock_key", "lock_wanted"]

@@ -25,7 +25,7 @@ import pytest
 from georank.config import S3Config
 from georank.errors import ConfigError, SetupError, WriteError
 from georank.storage import lock as L
-from georank.storage.lock import LOCK_NAME, CommitLock, ManualClock, ServerClock, acquire, commit_lock, lock_wanted
+from georank.storage.lock import LOCK_NAME, CommitLock, ManualClock, ServerClock, acquire, commit_lock, lock_key, lock_wanted
 
 BUCKET = "georank-locks"
 T0_MS = int(dt.datetime(2026, 12, 6, 22, 0, tzinfo=dt.UTC).timestamp() * 1000)
@@ -65,12 +65,12 @@ class Table:
         return s3_client(self.s3)
 
     def key(self) -> str:
-        return self.uri.split("/", 3)[3] + "/" + LOCK_NAME
+        return lock_key(self.uri.split("/", 3)[3])
 
     def read(self) -> dict[str, Any] | None:
         """The lock's body as stored, or None."""
         if self.kind == "local":
-            path = Path(self.uri) / LOCK_NAME
+            path = Path(lock_key(self.uri))
             return json.loads(path.read_bytes()) if path.exists() else None
         from botocore.exceptions import ClientError
 
@@ -81,14 +81,22 @@ class Table:
                 return None
             raise
 
+    def table_files(self) -> list[str]:
+        """What the table's own folder holds (the lock must not be there)."""
+        if self.kind == "local":
+            root = Path(self.uri)
+            return sorted(str(p) for p in root.rglob("*")) if root.exists() else []
+        prefix = self.uri.split("/", 3)[3].rstrip("/") + "/"
+        return [o["Key"] for o in self.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+
     def plant(self, *, owner: str, expires_ms: int, acquired_ms: int = T0_MS - 120_000) -> None:
         """Leave a lock as a driver that crashed would (no heartbeat, never released)."""
         body = {"owner": owner, "acquired_ms": acquired_ms, "expires_ms": expires_ms, "ttl_ms": 60_000,
                 "clock": "manual", "nonce": uuid.uuid4().hex}
         data = json.dumps(body).encode()
         if self.kind == "local":
-            Path(self.uri).mkdir(parents=True, exist_ok=True)
-            (Path(self.uri) / LOCK_NAME).write_bytes(data)
+            Path(lock_key(self.uri)).parent.mkdir(parents=True, exist_ok=True)
+            Path(lock_key(self.uri)).write_bytes(data)
         else:
             self.client().put_object(Bucket=BUCKET, Key=self.key(), Body=data)
 
@@ -210,7 +218,8 @@ def test_a_lock_left_by_a_crashed_holder_is_broken_once_expired(table: Table) ->
     with commit_lock(table.uri, table.s3, owner="run-b", ttl_s=60, wait_s=0, clock=clock) as held:
         body = table.read() or {}
         assert (body["owner"], body["acquired_ms"], body["expires_ms"]) == ("run-b", T0_MS, T0_MS + 60_000)
-        assert held.where.endswith("/results/" + LOCK_NAME) and "_delta_log" not in held.where
+        assert held.where.endswith("/_georank_locks/results" + LOCK_NAME) and "_delta_log" not in held.where
+        assert table.table_files() == []  # beside the table: Delta can still create it in its own folder
     assert table.read() is None
 
     table.plant(owner="live-run", expires_ms=T0_MS + 1)  # not expired yet: not broken
@@ -289,7 +298,8 @@ def test_a_release_by_a_driver_that_lost_the_lock_does_not_delete_it(table: Tabl
 def test_an_unreadable_lock_is_refused_naming_it(table: Table) -> None:
     table.plant(owner="x", expires_ms=0)
     if table.kind == "local":
-        (Path(table.uri) / LOCK_NAME).write_bytes(b"not json")
+        Path(lock_key(table.uri)).parent.mkdir(parents=True, exist_ok=True)
+        Path(lock_key(table.uri)).write_bytes(b"not json")
     else:
         table.client().put_object(Bucket=BUCKET, Key=table.key(), Body=b"not json")
     with pytest.raises(WriteError, match=r"_georank_commit.lock of table .*expected a JSON body .*got b'not json'"):
