@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -149,15 +149,17 @@ def _conform(df: "DataFrame", table: str) -> "DataFrame":
 
 
 @contextlib.contextmanager
-def _table_lock(uri: str, cfg: "GeorankConfig | None", owner: str) -> Iterator[None]:
-    """The table's commit lock (:mod:`georank.storage.lock`) when the config asks for one."""
+def _table_lock(uri: str, cfg: "GeorankConfig | None", owner: str) -> Iterator[Callable[[], None]]:
+    """The table's commit lock (:mod:`georank.storage.lock`) when the config asks for one; yields a
+    check to call right before the commit (raises if another driver broke the lease meanwhile)."""
     from georank.storage.lock import commit_lock, lock_wanted
 
     if cfg is None or not lock_wanted(cfg.write.commit_lock, uri, cfg.spark.conf):
-        yield
+        yield lambda: None
         return
-    with commit_lock(uri, cfg.s3, owner=owner, ttl_s=cfg.write.commit_lock_ttl_s, wait_s=cfg.write.commit_lock_wait_s):
-        yield
+    with commit_lock(uri, cfg.s3, owner=owner, ttl_s=cfg.write.commit_lock_ttl_s,
+                     wait_s=cfg.write.commit_lock_wait_s) as held:
+        yield held.ensure_held
 
 
 def commit(
@@ -187,19 +189,21 @@ def commit(
     out = _conform(df, table).write.format("delta").option("userMetadata", label)
     if txn is not None:
         out = out.option("txnAppId", txn.app_id).option("txnVersion", str(txn.version))
-    with _table_lock(uri, cfg, owner=label):
+    with _table_lock(uri, cfg, owner=label) as still_held:
         ensure_table(spark, uri, table=table)
         if mode == "error" and date_has_rows(spark, uri, str(run_date)):
             raise WriteError(
                 f"table {table} at {uri} already has rows for run_date {run_date}; "
                 "expected none with mode 'error' (use mode 'replace' / --mode overwrite to rerun the date)"
             )
+        still_held()
         if mode == "replace":
             out.mode("overwrite").option("replaceWhere", f"run_date = DATE'{run_date}'").save(uri)
         elif mode == "overwrite":
             out.mode("overwrite").save(uri)
         else:
             out.mode("append").save(uri)
+        log.info("%s: %s written to %s, checking its history", label, table, uri)  # the crash suite kills here
         landed = commit_version(spark, uri, label)
     if landed is None:
         raise WriteError(

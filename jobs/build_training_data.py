@@ -31,13 +31,14 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
 
     georanking = args.georanking or cfg.train.georanking
     if georanking:
-        summary.update(build_georanking_data(cfg, uri=georanking, images_root=args.images, mode=args.mode))
+        summary.update(build_georanking_data(cfg, uri=georanking, images_root=args.images, mode=args.mode,
+                                             label=summary["run_id"]))
         return
     if cfg.demo.ensure:
         from georank.demo_setup import ensure_demo
 
         summary["demo"] = ensure_demo(cfg)
-    summary.update(build_training_data(cfg, mode=args.mode, n_queries=args.queries))
+    summary.update(build_training_data(cfg, mode=args.mode, n_queries=args.queries, label=summary["run_id"]))
 
 
 if __name__ == "__main__":

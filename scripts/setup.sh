@@ -49,6 +49,6 @@ fetch_jars() {  # fetch_jars POM DEST: resolve a pom's dependencies into DEST at
 # Jackson and the logging jars, and two copies of those on one classpath break at run time.
 fetch_jars "$root/jars/pom-delta.xml" "$root/jars/delta" "-DincludeGroupIds=io.delta,io.unitycatalog"
 if [ "$want_s3a" = 1 ]; then
-  fetch_jars "$root/jars/pom-s3a.xml" "$root/jars/s3a" "-DincludeGroupIds=org.apache.hadoop,software.amazon.awssdk -DexcludeArtifactIds=hadoop-client-api,hadoop-client-runtime"
+  fetch_jars "$root/jars/pom-s3a.xml" "$root/jars/s3a" "-DincludeGroupIds=org.apache.hadoop,software.amazon.awssdk,software.amazon.s3.analyticsaccelerator -DexcludeArtifactIds=hadoop-client-api,hadoop-client-runtime"
 fi
 log "ready"

@@ -4,5 +4,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-./scripts/setup.sh
+./scripts/setup.sh --s3a  # with the S3A jars: a test commits s3a:// tables from two drivers on a local S3 server
 exec "$root/.venv/bin/python" -m pytest "$@"

@@ -27,7 +27,7 @@ def test_roundtrip_with_second_engine(spark, tmp_path: Path) -> None:  # type: i
         ("p1", "/x/p1.jpg", "decode", "the file is empty (0 bytes)", "r1", day),
         (None, None, "input", "photo id is null", "r1", day),
     ]
-    write.write_partition(_errors_df(spark, rows), uri, table="gallery_errors", run_date="2026-11-23", mode="error")
+    write.commit(_errors_df(spark, rows), uri, table="gallery_errors", run_date="2026-11-23", mode="error", label="r1")
     other = DeltaTable(uri)
     table = other.to_pyarrow_table()
     assert table.schema.names == S.ERRORS.names
@@ -46,14 +46,16 @@ def test_roundtrip_with_second_engine(spark, tmp_path: Path) -> None:  # type: i
 def test_replace_is_idempotent_and_error_mode_refuses(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     uri = str(tmp_path / "errors")
     d1, d2 = dt.date(2026, 11, 22), dt.date(2026, 11, 23)
-    write.write_partition(_errors_df(spark, [("a", None, "read", "x", "r0", d1)]), uri, table="gallery_errors", run_date="2026-11-22", mode="replace")
+    write.commit(_errors_df(spark, [("a", None, "read", "x", "r0", d1)]), uri, table="gallery_errors", run_date="2026-11-22",
+                 mode="replace", label="r0")
     for run in ("r1", "r2"):
         df = _errors_df(spark, [("b", None, "read", "x", run, d2), ("c", None, "read", "y", run, d2)])
-        write.write_partition(df, uri, table="gallery_errors", run_date="2026-11-23", mode="replace")
+        write.commit(df, uri, table="gallery_errors", run_date="2026-11-23", mode="replace", label=run)
     rows = write.read_arrow(uri).to_pylist()
     assert sorted((r["photo_id"], r["run_id"]) for r in rows) == [("a", "r0"), ("b", "r2"), ("c", "r2")]
-    with pytest.raises(WriteError, match="already has rows for run_date 2026-11-23; expected none with mode='error'"):
-        write.write_partition(_errors_df(spark, [("d", None, "read", "x", "r3", d2)]), uri, table="gallery_errors", run_date="2026-11-23", mode="error")
+    with pytest.raises(WriteError, match="already has rows for run_date 2026-11-23; expected none with mode 'error'"):
+        write.commit(_errors_df(spark, [("d", None, "read", "x", "r3", d2)]), uri, table="gallery_errors",
+                     run_date="2026-11-23", mode="error", label="r3")
 
 
 def test_existing_table_with_other_columns_is_refused(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -61,3 +63,83 @@ def test_existing_table_with_other_columns_is_refused(spark, tmp_path: Path) -> 
     spark.createDataFrame([(1,)], "x int").write.format("delta").save(uri)
     with pytest.raises(SchemaError, match="table gallery_errors at .*: expected columns"):
         write.ensure_table(spark, uri, table="gallery_errors")
+
+
+def _eval_df(spark, run_id: str):  # type: ignore[no-untyped-def]
+    row = {name: None for name in S.EVAL_RESULTS.names}
+    row.update(run_id=run_id, benchmark="b", method="full", radius_km=25.0)
+    import pyarrow as pa
+
+    return spark.createDataFrame(pa.Table.from_pylist([row], schema=S.EVAL_RESULTS).to_pylist(), S.spark_schema(S.EVAL_RESULTS))
+
+
+def test_two_appends_that_started_together_both_land_with_their_own_keys(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22 item 3, reproduced: ONE app id for every evaluate run, and the run that started
+    first commits last: Delta drops its rows silently. Per-run keys keep both; the old way,
+    through the writer, now fails loudly instead of reporting ok."""
+    from georank.spark.evaluate import txn_app_id
+
+    uri = str(tmp_path / "eval")
+    long_run = write.begin(spark, uri, txn_app_id("long"))  # started first
+    short_run = write.begin(spark, uri, txn_app_id("short"))
+    write.commit(_eval_df(spark, "short"), uri, table="eval_results", mode="append", txn=short_run, label="short")
+    write.commit(_eval_df(spark, "long"), uri, table="eval_results", mode="append", txn=long_run, label="long")
+    assert sorted(r["run_id"] for r in write.read_arrow(uri).to_pylist()) == ["long", "short"]
+    # the shared key of before: the earlier-started run is skipped by Delta, and the writer says so
+    shared_new = write.Txn("georank-evaluate", 2000)
+    shared_old = write.Txn("georank-evaluate", 1000)
+    write.commit(_eval_df(spark, "new"), uri, table="eval_results", mode="append", txn=shared_new, label="new")
+    with pytest.raises(WriteError, match=r"expected the commit labelled old in the table's history, got none: Delta skipped it"):
+        write.commit(_eval_df(spark, "old"), uri, table="eval_results", mode="append", txn=shared_old, label="old")
+    assert sorted(r["run_id"] for r in write.read_arrow(uri).to_pylist()) == ["long", "new", "short"]
+
+
+def test_two_creators_of_one_table_both_succeed(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two first runs against a table that does not exist yet, released together: both commits land."""
+    import threading
+
+    uri = str(tmp_path / "eval")
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run(run_id: str) -> None:
+        try:
+            txn = write.begin(spark, uri, f"georank-evaluate:{run_id}")
+            barrier.wait()
+            write.commit(_eval_df(spark, run_id), uri, table="eval_results", mode="append", txn=txn, label=run_id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r["run_id"] for r in write.read_arrow(uri).to_pylist()) == ["a", "b"]
+
+
+def test_transaction_versions_come_from_the_table_not_a_clock(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two runs of one key: the first driver's clock an hour ahead changes nothing. Both started
+    before either committed: the first to commit lands, the other fails; a run started after a
+    commit lands."""
+    import time as time_mod
+
+    uri = str(tmp_path / "errors")
+    d = dt.date(2026, 11, 23)
+    real = time_mod.time
+    monkeypatch.setattr(time_mod, "time", lambda: real() + 3600)  # driver A's clock, an hour ahead
+    a = write.begin(spark, uri, "georank-geotag:2026-11-23")
+    monkeypatch.setattr(time_mod, "time", real)
+    b = write.begin(spark, uri, "georank-geotag:2026-11-23")
+    assert a == b  # the table's version, not a time
+    write.commit(_errors_df(spark, [("b", None, "read", "x", "B", d)]), uri, table="gallery_errors", run_date="2026-11-23",
+                 mode="replace", txn=b, label="B")
+    with pytest.raises(WriteError, match="Delta skipped it"):
+        write.commit(_errors_df(spark, [("a", None, "read", "x", "A", d)]), uri, table="gallery_errors",
+                     run_date="2026-11-23", mode="replace", txn=a, label="A")
+    assert [r["run_id"] for r in write.read_arrow(uri).to_pylist()] == ["B"]
+    c = write.begin(spark, uri, "georank-geotag:2026-11-23")  # a rerun started after B committed
+    write.commit(_errors_df(spark, [("c", None, "read", "x", "C", d)]), uri, table="gallery_errors", run_date="2026-11-23",
+                 mode="replace", txn=c, label="C")
+    assert [r["run_id"] for r in write.read_arrow(uri).to_pylist()] == ["C"]

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from georank import schema as S
+from georank import write
 from georank.benchmarks import Benchmark, read_benchmark
 from georank.config import GeorankConfig
 from georank.errors import InputError, RunError
@@ -36,9 +37,17 @@ from georank.storage import pin_artifacts
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
+    from georank.write import Txn
+
 log = logging.getLogger(__name__)
 
-TXN_APP_ID = "georank-evaluate"  # Delta txnAppId of the evaluate job's appends
+TXN_APP_PREFIX = "georank-evaluate"  # Delta txnAppId of the evaluate job's appends: one per run
+
+
+def txn_app_id(run_id: str) -> str:
+    """The transaction app id of one evaluate run's append. ONE id shared by every run (as before)
+    made Delta silently drop the rows of a run that started first and committed last."""
+    return f"{TXN_APP_PREFIX}:{run_id}"
 
 
 def _evaluate_step(run: RunInfo, *, reference: bool) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
@@ -49,7 +58,10 @@ def _evaluate_step(run: RunInfo, *, reference: bool) -> Callable[[pa.Table, Geor
         from georank.eval_core import evaluate_partition
         from georank.eval_reference import reference_partition
 
-        return (reference_partition if reference else evaluate_partition)(table, cfg, run)
+        from georank.storage import pinned
+
+        with pinned(run.artifacts):  # exactly the models the driver pinned, or a RunError naming one
+            return (reference_partition if reference else evaluate_partition)(table, cfg, run)
 
     return evaluate
 
@@ -120,19 +132,14 @@ def _adapter_versions(preds: pa.Table) -> dict[str, str | None]:
     return out
 
 
-def _append_results(spark: "SparkSession", table: pa.Table, uri: str, txn_version: int) -> None:
-    from delta.tables import DeltaTable
+def _append_results(spark: "SparkSession", table: pa.Table, uri: str, *, txn: "Txn", run_id: str,
+                    cfg: GeorankConfig) -> int:
+    """Append the run's EVAL_RESULTS rows in one commit through the one writer (georank.write):
+    its own transaction app id per run, so concurrent evaluate runs never skip each other."""
+    from georank import write
 
-    from georank.write import TABLE_PROPERTIES
-
-    if not DeltaTable.isDeltaTable(spark, uri):
-        builder = DeltaTable.createIfNotExists(spark).location(uri).addColumns(S.spark_schema(S.EVAL_RESULTS))
-        for key, value in TABLE_PROPERTIES.items():
-            builder = builder.property(key, value)
-        builder.comment("georank evaluate: accuracy per run, benchmark, method and radius").execute()
     df = spark.createDataFrame(table.to_pylist(), S.spark_schema(S.EVAL_RESULTS))
-    (df.coalesce(1).write.format("delta").mode("append")
-     .option("txnAppId", TXN_APP_ID).option("txnVersion", txn_version).save(uri))
+    return write.commit(df.coalesce(1), uri, table="eval_results", mode="append", txn=txn, label=run_id, cfg=cfg)
 
 
 def run_evaluate(
@@ -163,7 +170,8 @@ def run_evaluate(
     if candidates == "georank":
         check_sources(cfg)
     check_compare_adapters(cfg)
-    txn_version = time.time_ns() // 1_000_000
+    results_uri = cfg.resolve(cfg.tables.eval_results)
+    txn = write.begin(spark, results_uri, txn_app_id(run_id))  # per run: no other run shares it
     t0 = time.monotonic()
     bench = read_benchmark(cfg.resolve(benchmark_uri), cfg.evaluate, cfg.s3)
     reference = candidates == "reference"
@@ -212,9 +220,9 @@ def run_evaluate(
         full_latlon_deg=np.array([[np.nan if full[p]["lat_deg"] is None else full[p]["lat_deg"],
                                    np.nan if full[p]["lon_deg"] is None else full[p]["lon_deg"]] for p in ids], dtype=np.float64),
     )
-    results_uri = cfg.resolve(cfg.tables.eval_results)
     t1 = time.monotonic()
-    _append_results(spark, results_table(rep, run_at=dt.datetime.now(dt.UTC)), results_uri, txn_version)
+    version = _append_results(spark, results_table(rep, run_at=dt.datetime.now(dt.UTC)), results_uri, txn=txn,
+                              run_id=run_id, cfg=cfg)
     t2 = time.monotonic()
     report_dir = Path(cfg.resolve(cfg.evaluate.report_dir)) / run_id
     paths = write_report(rep, report_dir, radius_km=cfg.evaluate.calibration_radius_km)
@@ -231,6 +239,7 @@ def run_evaluate(
         "methods": summary_numbers(rep),
         "skip_rate": round(rep.skip["skip_rate"], 4),
         "eval_results": results_uri,
+        "table_version": version,
         "report": paths["report_html"],
         "report_files": paths,
         "partitions": n_parts,

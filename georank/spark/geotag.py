@@ -64,7 +64,10 @@ def _geotag_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     from georank.pipeline import geotag_partition
 
     def geotag(decoded: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        return geotag_partition(decoded, cfg, run)
+        from georank.storage import pinned
+
+        with pinned(run.artifacts):  # exactly the models the driver pinned, or a RunError naming one
+            return geotag_partition(decoded, cfg, run)
 
     return geotag
 
@@ -100,7 +103,10 @@ def _embed_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
         stages: list[pa.Array] = []
         reasons: list[pa.Array] = []
         if good.num_rows:
-            ok, emb, version, failed = embed_isolated(good, cfg, run)
+            from georank.storage import pinned
+
+            with pinned(run.artifacts):
+                ok, emb, version, failed = embed_isolated(good, cfg, run)
             n_ok, n_failed = ok.num_rows, failed.num_rows
             ids += [ok.column("photo_id").combine_chunks(), failed.column("photo_id").combine_chunks()]
             vectors += list(emb) + [None] * n_failed
@@ -141,10 +147,13 @@ def _rank_step(run: RunInfo) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
         bad = pc.is_valid(table.column("error_stage"))
         parts = [error_results(table.filter(bad), run)] if pc.any(bad).as_py() else []
         good = table.filter(pc.invert(bad))
+        from georank.storage import pinned
+
         for version in sorted(set(good.column("embed_version").to_pylist())):
             rows = good.filter(pc.equal(good.column("embed_version"), version))
             neighbours = merge_lists(rows.select(["photo_id", "parts"]), cfg=cfg, manifest=manifest, k=cfg.retrieve.k)
-            parts.append(rank_and_decide(rows.select(S.DECODED.names), neighbours, cfg, run, embed_version=version))
+            with pinned(run.artifacts):
+                parts.append(rank_and_decide(rows.select(S.DECODED.names), neighbours, cfg, run, embed_version=version))
         return pa.concat_tables(parts) if parts else S.RESULTS.empty_table()
 
     return rank

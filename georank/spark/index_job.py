@@ -180,6 +180,10 @@ def run_build_index(
     index_uri = cfg.resolve(cfg.index.uri)
     n_shards = cfg.index.shards
     check_writable(index_uri, cfg.s3, mode)
+    # Transactions decided from the tables at the start: of two builds at once, the first to commit wins.
+    errors_uri, embeddings_uri = cfg.resolve(cfg.tables.gallery_errors), cfg.resolve(cfg.tables.gallery_embeddings)
+    errors_txn = write.begin(spark, errors_uri, f"georank-build-index:{run_date.isoformat()}")
+    embeddings_txn = write.begin(spark, embeddings_uri, "georank-build-index")
 
     gallery, g_version = read_gallery(spark, gallery_uri, gallery_version=gallery_version)
     read = gallery.count()
@@ -221,26 +225,32 @@ def run_build_index(
         ok = prepared.where("error_stage IS NULL")
         bad = prepared.where("error_stage IS NOT NULL")
 
+        if embedded == 0:  # before any write: a build that failed whole replaces nothing
+            worst = sorted(by_stage.items(), key=lambda kv: -kv[1])[:1]
+            raise GalleryIndexError(
+                f"no gallery row could be embedded: expected at least one, got all {read} rows failing"
+                + "".join(f" (most at stage {stage}: {n} rows)" for stage, n in worst) + "; nothing was written"
+            )
         t = time.monotonic()
-        write.write_partition(
+        label = run_id or f"build_index-{index_uri}-{time.time_ns()}"
+        write.commit(
             bad.select(
                 F.col("gallery_id").cast("string").alias("photo_id"), "uri",
                 F.col("error_stage").alias("stage"), F.col("error_reason").alias("reason"),
                 F.lit(run_id).alias("run_id"), F.lit(run_date).cast("date").alias("run_date"),
             ),
-            cfg.resolve(cfg.tables.gallery_errors), table="gallery_errors", run_date=run_date.isoformat(), mode="replace",
+            errors_uri, table="gallery_errors", run_date=run_date.isoformat(), mode="replace",
+            txn=errors_txn, label=label, cfg=cfg,
         )
-        if embedded == 0:
-            raise GalleryIndexError(f"no gallery row could be embedded: all {read} rows are errors (see the gallery_errors table)")
         versions = [r["embed_version"] for r in ok_groups]
         if len(versions) != 1:
             raise GalleryIndexError(f"expected one embedder version across the gallery, got {sorted(versions)}")
         dim = int(ok_groups[0]["dim_max"])
         if int(ok_groups[0]["dim_min"]) != dim:
             raise GalleryIndexError(f"expected every embedding to have one dim, got {ok_groups[0]['dim_min']}..{dim}")
-        write.overwrite_table(
+        write.commit(
             ok.select("gallery_id", "embedding", "lat_deg", "lon_deg", "embed_version"),
-            cfg.resolve(cfg.tables.gallery_embeddings), table="gallery_embeddings",
+            embeddings_uri, table="gallery_embeddings", mode="overwrite", txn=embeddings_txn, label=label, cfg=cfg,
         )
         seconds["write_tables"] = time.monotonic() - t
 

@@ -1,9 +1,10 @@
-"""Build the training-groups table from a gallery and its index (driver side, Spark-free).
+"""Build the training-groups table from a gallery and its index (driver side).
 
 ``jobs/build_training_data.py`` calls :func:`build_training_data`: sampled gallery photos are
 read (:class:`georank.io.PhotoReader`), decoded and embedded with the index's embedder, searched
 in the gallery's own index (``retrieve.k + 1`` neighbours, the query then removed by id, see
-:mod:`georank.train.groups`), and written as one Delta commit (``deltalake``) whose version the
+:mod:`georank.train.groups`), and written as one Delta commit through the project's one writer
+(:func:`georank.write.commit` on the Spark session: local or ``s3a://`` tables) whose version the
 summary reports. A photo that cannot be read or decoded is counted and left out, never a crash.
 """
 
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +24,9 @@ import pyarrow.parquet as pq
 from georank.config import GeorankConfig
 from georank.errors import InputError, PhotoError, WriteError
 from georank.schema import GALLERY, TRAINING_GROUPS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from georank.write import Txn
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +57,31 @@ def with_descriptions(gallery: pa.Table) -> pa.Table:
     return gallery.append_column("description", pa.array(descriptions(cols, gallery.num_rows), pa.string()))
 
 
-def write_groups(table: pa.Table, uri: str, *, mode: Literal["error", "overwrite"]) -> int:
-    """Write TRAINING_GROUPS as one Delta commit; returns the table version."""
-    from deltalake import DeltaTable, write_deltalake
+TXN_APP_ID = "georank-build-training-data"  # the whole table is one key: of two builds at once, the first wins
 
-    exists = (Path(uri) / "_delta_log").is_dir()
-    if exists and mode == "error":
+
+def begin_groups(cfg: GeorankConfig, uri: str, *, mode: Literal["error", "overwrite"]) -> "Txn":
+    """At the build's start: refuse an existing table with ``mode="error"``, and take the table's
+    transaction (:func:`georank.write.begin`) through the project's Spark session."""
+    from georank import write
+    from georank.spark.session import get_spark
+
+    spark = get_spark(cfg)
+    if mode == "error" and write.is_delta(spark, uri):
         raise WriteError(f"training data {uri} exists; expected --mode overwrite to replace it, or another train.data")
-    write_deltalake(
-        uri,
-        table.cast(TRAINING_GROUPS),
-        mode="overwrite" if exists else "error",
-        configuration={"delta.minReaderVersion": "1", "delta.minWriterVersion": "2"},
-        schema_mode="overwrite" if exists else None,
-    )
-    return int(DeltaTable(uri).version())
+    return write.begin(spark, uri, TXN_APP_ID)
+
+
+def write_groups(table: pa.Table, uri: str, *, cfg: GeorankConfig, txn: "Txn", label: str) -> int:
+    """Write TRAINING_GROUPS as ONE Delta commit through the one writer (:func:`georank.write.commit`,
+    on the Spark session, so ``train.data`` may be an ``s3a://`` table); returns the table version."""
+    from georank import write
+    from georank.schema import spark_schema
+    from georank.spark.session import get_spark
+
+    spark = get_spark(cfg)
+    df = spark.createDataFrame(table.cast(TRAINING_GROUPS), schema=spark_schema(TRAINING_GROUPS))
+    return write.commit(df, uri, table="training_groups", mode="overwrite", txn=txn, label=label, cfg=cfg)
 
 
 def embed_queries(cfg: GeorankConfig, uris: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
@@ -90,13 +105,15 @@ def embed_queries(cfg: GeorankConfig, uris: list[str]) -> tuple[np.ndarray, np.n
 
 def build_training_data(
     cfg: GeorankConfig, *, mode: Literal["error", "overwrite"] = "error", out_uri: str | None = None,
-    n_queries: int | None = None,
+    n_queries: int | None = None, label: str | None = None,
 ) -> dict[str, Any]:
     """Sample queries from ``tables.gallery``, retrieve, group, write ``train.data``. Returns a summary."""
     from georank.index import read_manifest
     from georank.retrieve import search
     from georank.train.groups import build_groups, sample_queries
 
+    uri = out_uri or cfg.resolve(cfg.train.data)
+    txn = begin_groups(cfg, uri, mode=mode)
     gallery, g_version = read_table(cfg.resolve(cfg.tables.gallery))
     if "uri" not in gallery.column_names or gallery.column("uri").null_count:
         raise InputError("gallery table: training reads images by uri; expected a uri on every row")
@@ -110,8 +127,7 @@ def build_training_data(
     neighbours = search(cfg, vectors, k=cfg.retrieve.k + 1, manifest=manifest)
     version = f"{g_version}+index:{manifest.index_version}"
     groups = build_groups(gallery, rows, neighbours, cfg, source_version=version)
-    uri = out_uri or cfg.resolve(cfg.train.data)
-    table_version = write_groups(groups, uri, mode=mode)
+    table_version = write_groups(groups, uri, cfg=cfg, txn=txn, label=label or f"build_training_data-{uuid.uuid4().hex}")
     log.info("training data %s v%d: %d groups (%s)", uri, table_version, groups.num_rows, cfg.train.grouping)
     return {
         "training_data": uri,
@@ -126,7 +142,8 @@ def build_training_data(
 
 
 def build_georanking_data(
-    cfg: GeorankConfig, *, uri: str, images_root: str | None, mode: Literal["error", "overwrite"] = "error"
+    cfg: GeorankConfig, *, uri: str, images_root: str | None, mode: Literal["error", "overwrite"] = "error",
+    label: str | None = None,
 ) -> dict[str, Any]:
     """The published GeoRanking parquet as ``train.data`` (position 0 of each ref list skipped)."""
     from georank.errors import ConfigError
@@ -135,11 +152,13 @@ def build_georanking_data(
     root = images_root or cfg.train.georanking_images
     if not root:
         raise ConfigError("config key 'train.georanking_images': expected the folder of the GeoRanking images, got none")
+    out = cfg.resolve(cfg.train.data)
+    txn = begin_groups(cfg, out, mode=mode)
     table, version = read_table(cfg.resolve(uri))
     groups = read_georanking(table, images_root=cfg.resolve(root), group_size=cfg.train.group_size, source_version=version)
-    out = cfg.resolve(cfg.train.data)
-    return {"training_data": out, "table_version": write_groups(groups, out, mode=mode), "groups": groups.num_rows,
+    written = write_groups(groups, out, cfg=cfg, txn=txn, label=label or f"build_training_data-{uuid.uuid4().hex}")
+    return {"training_data": out, "table_version": written, "groups": groups.num_rows,
             "grouping": "georanking", "source_version": version}
 
 
-__all__ = ["build_georanking_data", "build_training_data", "read_table", "with_descriptions", "write_groups"]
+__all__ = ["begin_groups", "build_georanking_data", "build_training_data", "read_table", "with_descriptions", "write_groups"]

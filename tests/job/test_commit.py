@@ -62,54 +62,72 @@ def _by_date(uri: str) -> dict[dt.date, set[str]]:
 
 
 def test_one_app_id_for_every_date_loses_a_night_and_the_history_check_sees_it(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The defect as Delta shows it: D2 committed with version 200 under the shared app id, then
-    D1 with version 100 is skipped without an error. The history check catches the skip."""
+    """The defect as Delta shows it: D2 committed with version 200 under a shared app id, then
+    D1 with version 100 is skipped by Delta. The writer's history check turns it into an error."""
     uri = str(tmp_path / "results")
-    write.write_partition(_df(spark, _rows("r2", D2, ["a"])), uri, table="results", run_date=D2.isoformat(),
-                          mode="replace", txn=("shared-app-id", 200), user_metadata="r2")
-    write.write_partition(_df(spark, _rows("r1", D1, ["a"])), uri, table="results", run_date=D1.isoformat(),
-                          mode="replace", txn=("shared-app-id", 100), user_metadata="r1")
-    assert _by_date(uri) == {D2: {"r2"}}  # D1 silently lost
+    write.commit(_df(spark, _rows("r2", D2, ["a"])), uri, table="results", run_date=D2.isoformat(),
+                 mode="replace", txn=write.Txn("shared-app-id", 200), label="r2")
+    with pytest.raises(WriteError, match="Delta skipped it"):
+        write.commit(_df(spark, _rows("r1", D1, ["a"])), uri, table="results", run_date=D1.isoformat(),
+                     mode="replace", txn=write.Txn("shared-app-id", 100), label="r1")
+    assert _by_date(uri) == {D2: {"r2"}}
     assert write.commit_version(spark, uri, "r1") is None and write.commit_version(spark, uri, "r2") == 1
 
 
 def test_per_date_transaction_ids_keep_every_date(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = _cfg(tmp_path)
-    v2 = commit.commit_results(_df(spark, _rows("r2", D2, ["a", "b"])), cfg, run_id="r2", run_date=D2, started_ms=200,
+    t1, t2 = commit.begin(spark, cfg, D1), commit.begin(spark, cfg, D2)  # both started on the empty table
+    v2 = commit.commit_results(_df(spark, _rows("r2", D2, ["a", "b"])), cfg, run_id="r2", run_date=D2, txn=t2,
                                mode="overwrite")
     v1 = commit.commit_results(_df(spark, _rows("r1", D1, ["a"], bad=("a",))), cfg, run_id="r1", run_date=D1,
-                               started_ms=100, mode="overwrite")
+                               txn=t1, mode="overwrite")
     assert v1 > v2
     assert _by_date(cfg.tables.results) == {D1: {"r1"}, D2: {"r2"}}
     assert read_errors(cfg.tables.results).to_pylist()[0]["stage"] == "decode"
     assert read_predictions(cfg.tables.results).column("photo_id").to_pylist() == ["a", "b"]
 
 
-def test_an_older_run_of_the_same_date_never_undoes_a_newer_one(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_of_two_runs_of_one_date_the_first_to_commit_wins_and_the_other_fails(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Both started before either committed (whatever their drivers' clocks say): the second
+    commit is skipped by Delta and its run fails naming why; a rerun started afterwards lands."""
     cfg = _cfg(tmp_path)
-    commit.commit_results(_df(spark, _rows("new", D1, ["a"])), cfg, run_id="new", run_date=D1, started_ms=200, mode="overwrite")
-    with pytest.raises(RunError, match=r"run old: expected its commit in the history of .*, got none: Delta skipped it "
-                                       r"\(txnAppId georank-geotag:2026-11-21, txnVersion 100\)"):
-        commit.commit_results(_df(spark, _rows("old", D1, ["a"])), cfg, run_id="old", run_date=D1, started_ms=100,
+    first, second = commit.begin(spark, cfg, D1), commit.begin(spark, cfg, D1)
+    commit.commit_results(_df(spark, _rows("second", D1, ["a"])), cfg, run_id="second", run_date=D1, txn=second,
+                          mode="overwrite")
+    with pytest.raises(RunError, match=r"run first: expected its commit in the history of .*, got none: Delta skipped it "
+                                       r"\(txnAppId georank-geotag:2026-11-21, txnVersion 0\): another run of 2026-11-21 "
+                                       r"committed after this run started"):
+        commit.commit_results(_df(spark, _rows("first", D1, ["a"])), cfg, run_id="first", run_date=D1, txn=first,
                               mode="overwrite")
-    assert _by_date(cfg.tables.results) == {D1: {"new"}}
+    assert _by_date(cfg.tables.results) == {D1: {"second"}}
+    rerun = commit.begin(spark, cfg, D1)
+    commit.commit_results(_df(spark, _rows("rerun", D1, ["a"])), cfg, run_id="rerun", run_date=D1, txn=rerun,
+                          mode="overwrite")
+    assert _by_date(cfg.tables.results) == {D1: {"rerun"}}
 
 
 def test_two_error_mode_runs_of_one_date_cannot_both_write(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Both found the date empty (their early checks passed); only the first commit lands."""
+    """Both found the date empty (their early checks passed); only the first commit lands. An
+    error-mode run of a date that another date's commit preceded still works (no version 0 forever)."""
     cfg = _cfg(tmp_path)
-    commit.commit_results(_df(spark, _rows("a", D1, ["x", "y"])), cfg, run_id="a", run_date=D1, started_ms=100, mode="error")
-    with pytest.raises(RunError, match="another run wrote this date first"):
-        commit.commit_results(_df(spark, _rows("b", D1, ["x"])), cfg, run_id="b", run_date=D1, started_ms=200, mode="error")
+    ta, tb = commit.begin(spark, cfg, D1), commit.begin(spark, cfg, D1)
+    commit.commit_results(_df(spark, _rows("a", D1, ["x", "y"])), cfg, run_id="a", run_date=D1, txn=ta, mode="error")
+    with pytest.raises(WriteError, match="already has rows for run_date 2026-11-21"):
+        commit.commit_results(_df(spark, _rows("b", D1, ["x"])), cfg, run_id="b", run_date=D1, txn=tb, mode="error")
     assert _by_date(cfg.tables.results) == {D1: {"a"}} and read_arrow(cfg.tables.results).num_rows == 2
     with pytest.raises(WriteError, match="already has rows for run_date 2026-11-21; expected none with --mode error"):
         commit.refuse_existing(spark, cfg, D1)
+    commit.commit_results(_df(spark, _rows("c", D2, [])), cfg, run_id="c", run_date=D2, txn=commit.begin(spark, cfg, D2),
+                          mode="error")  # an empty error-mode commit (allowed on purpose) ...
+    commit.commit_results(_df(spark, _rows("d", D2, ["z"])), cfg, run_id="d", run_date=D2,
+                          txn=commit.begin(spark, cfg, D2), mode="error")  # ... does not block the date forever
+    assert _by_date(cfg.tables.results)[D2] == {"d"}
 
 
 def test_views_filter_the_results_table(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg = _cfg(tmp_path, views_schema="georank_views_test")
     commit.commit_results(_df(spark, _rows("r", D1, ["a", "b", "c"], bad=("b",))), cfg, run_id="r", run_date=D1,
-                          started_ms=1, mode="overwrite")
+                          txn=commit.begin(spark, cfg, D1), mode="overwrite")
     preds = spark.sql("SELECT photo_id FROM georank_views_test.predictions ORDER BY photo_id").collect()
     errs = spark.sql("SELECT photo_id, stage, reason FROM georank_views_test.errors").collect()
     assert [r.photo_id for r in preds] == ["a", "c"]
@@ -201,15 +219,15 @@ def test_a_crashed_run_is_rerun_after_a_newer_run_of_another_date_committed(spar
     conf = tiny_conf(tiny_world, tmp_path / "c.yaml", skip={"spread_km": 100000})
     cfg = load_config(conf)
     photos = _photos(tiny_world, tmp_path, 2)
-    real = write.write_partition
+    real = write.commit
 
     def crash(*a, **kw):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt("simulated crash at the commit")
 
-    monkeypatch.setattr(write, "write_partition", crash)
+    monkeypatch.setattr(write, "commit", crash)
     with pytest.raises(KeyboardInterrupt):
         run_geotag(spark, cfg, photos_uri=photos, run_date=D1, run_id="run-d1-crashed")
-    monkeypatch.setattr(write, "write_partition", real)
+    monkeypatch.setattr(write, "commit", real)
     assert not Path(cfg.tables.results).exists()  # nothing half-written
     assert not (Path(commit.staging_root(cfg)) / "run-d1-crashed").exists()  # its own staging removed
     run_geotag(spark, cfg, photos_uri=photos, run_date=D2, run_id="run-d2")

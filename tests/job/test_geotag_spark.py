@@ -133,3 +133,26 @@ def test_missing_photos_folder_fails_at_start(spark, tiny_world: Path, tmp_path:
     with pytest.raises(InputError, match="photos not found: expected a Delta/Parquet table, a folder of images or an s3:// prefix at"):
         _run(spark, conf, str(tmp_path / "nope"), "run-x")
     assert not shutil.os.path.exists(load_config(conf).tables.results)
+
+
+def test_a_model_changed_under_a_running_job_fails_the_run_naming_it(spark, tiny_world: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                   monkeypatch) -> None:
+    """The driver pins every model once per run; a model folder republished after that (here: right
+    after the run started, before any task ran) fails the run naming the artifact, never a night
+    of mixed versions. Nothing is committed."""
+    from georank.errors import RunError
+    from georank.spark import commit
+
+    clip = tmp_path / "clip"
+    shutil.copytree(tiny_world / "models" / "clip", clip)
+    conf = tiny_conf(tiny_world, tmp_path / "c.yaml", embed={"model_uri": str(clip)})
+    real_begin = commit.begin
+
+    def publish_then_begin(*a, **kw):  # type: ignore[no-untyped-def]
+        (clip / "config.json").write_text((clip / "config.json").read_text() + "\n")  # a new version
+        return real_begin(*a, **kw)
+
+    monkeypatch.setattr(commit, "begin", publish_then_begin)
+    with pytest.raises(RunError, match=rf"artifact {clip}\S* changed during the run: expected the version pinned"):
+        _run(spark, conf, str(tiny_world / "queries"), "run-republished")
+    assert not Path(load_config(conf).tables.results).exists()

@@ -7,7 +7,10 @@ one results table (a run's date lands in ONE Delta commit):
 
     run 1     complete, with a Python worker killed once mid-task (GEORANK_FAULT_INJECT)
                                                             -> the reference output
-    run 2     killed at "committing results"                -> the date is run 1's or run 2's, whole
+    run 2     killed between its Delta commit and the commit's history check
+                                                            -> the date is run 2's, whole
+    run 3     killed right after its commit was checked (before views and staging removal)
+                                                            -> the date is run 3's, whole
     run 4     killed while computing (decoding and ranking share one task on CPU; killed at ranking)
                                                             -> no change
     run 6+8   undisturbed, started at once: a rerun of the date after the crashes, and the next
@@ -187,8 +190,10 @@ def sequence(world: dict[str, Any]) -> dict[str, Any]:
 
     r1 = _run(w["conf"], w["photos"], tmp / "run1.log", GEORANK_FAULT_INJECT="kill-worker-once")
     rec["run1"] = (r1, _state(w["tables"]))
-    r2 = _run(w["conf"], w["photos"], tmp / "run2.log", kill_on=r"run \S+: committing results")
+    r2 = _run(w["conf"], w["photos"], tmp / "run2.log", kill_on=r"geotag-\S+: results written to \S+, checking its history")
     rec["run2"] = (r2, _state(w["tables"]))
+    r3 = _run(w["conf"], w["photos"], tmp / "run3.log", kill_on=r"run \S+: committed as version \d+")
+    rec["run3"] = (r3, _state(w["tables"]))
     r4 = _run(w["conf"], w["photos"], tmp / "run4.log", kill_on=r"georank\.\w+: ranking \d+ of \d+ photos")
     rec["run4"] = (r4, _state(w["tables"]))
     w["runs"].update(rec)
@@ -207,14 +212,18 @@ def test_a_run_with_a_python_worker_killed_completes(sequence) -> None:  # type:
     assert errors["manifest"][0] == "decode" and errors["manifest"][1].startswith("not an image"), errors
 
 
-def test_killed_at_the_commit(sequence) -> None:  # type: ignore[no-untyped-def]
-    """Killed at its one commit: the date is the old run's or the new run's, whole; never a part."""
-    r1, r2 = sequence["run1"][0], sequence["run2"][0]
-    assert _whole_run(sequence["run2"][1]) in (r1.run_id, r2.run_id)
+def test_killed_between_the_commit_and_its_history_check(sequence) -> None:  # type: ignore[no-untyped-def]
+    """Killed after its one Delta commit, before it could check the history: the date is that run's,
+    whole (the commit is atomic; nothing after it can half-undo it)."""
+    assert _whole_run(sequence["run2"][1]) == sequence["run2"][0].run_id
+
+
+def test_killed_right_after_the_commit(sequence) -> None:  # type: ignore[no-untyped-def]
+    assert _whole_run(sequence["run3"][1]) == sequence["run3"][0].run_id
 
 
 def test_killed_while_computing_changes_nothing(sequence) -> None:  # type: ignore[no-untyped-def]
-    assert _whole_run(sequence["run4"][1]) == _whole_run(sequence["run2"][1])
+    assert _whole_run(sequence["run4"][1]) == _whole_run(sequence["run3"][1])
 
 
 def test_a_rerun_after_the_crashes_beside_a_run_of_the_next_date(sequence, world) -> None:  # type: ignore[no-untyped-def]
@@ -246,7 +255,7 @@ def test_a_rerun_after_the_crashes_beside_a_run_of_the_next_date(sequence, world
     assert ra.run_id != sequence["run1"][0].run_id
     staging = w["tables_dir"] / "_staging" / "results"
     left = sorted(p.name for p in staging.iterdir()) if staging.exists() else []
-    killed = {r.run_id for r in (sequence["run2"][0], sequence["run4"][0])}
+    killed = {r.run_id for r in (sequence["run2"][0], sequence["run3"][0], sequence["run4"][0])}
     assert set(left) <= killed, left  # a finished run removes its own staging; only killed runs may leave one
 
 
@@ -259,5 +268,5 @@ def test_no_credentials_in_any_output(sequence, world) -> None:  # type: ignore[
             data = path.read_bytes()
             if SECRET.encode() in data or KEY_ID.encode() in data:
                 leaks.append(str(path))
-    assert len(list(world["tmp"].rglob("*.log"))) >= 5
+    assert len(list(world["tmp"].rglob("*.log"))) >= 6
     assert leaks == []
