@@ -895,10 +895,15 @@ def paper(plan: Plan, a: argparse.Namespace) -> dict[str, Any]:
     rank_cfg = rank_config(plan, a)
     queries, _ = ranker_queries(plan, 3, repeat_share=0.0, seed=a.seed)
     processor = processor_for(rank_cfg)
-    encode_query(processor, queries[0], rank_cfg)  # warm-up
-    t0 = time.perf_counter()
-    encoded = [encode_query(processor, q, rank_cfg) for q in queries[1:]]
-    prompt_s = (time.perf_counter() - t0) / len(encoded)  # the CPU's share of every path, on this host
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core's figure (on a shared CPU, OpenMP threads waiting on each other cost 4x here)
+    try:
+        encode_query(processor, queries[0], rank_cfg)  # warm-up
+        t0 = time.perf_counter()
+        encoded = [encode_query(processor, q, rank_cfg) for q in queries[1:]]
+        prompt_s = (time.perf_counter() - t0) / len(encoded)  # the CPU's share of every path, on this host
+    finally:
+        torch.set_num_threads(threads)
     shape = PromptShape.of(encoded)
     peak = a.peak_tflops * 1e12
     rows = []
