@@ -234,3 +234,44 @@ def test_a_crashed_run_is_rerun_after_a_newer_run_of_another_date_committed(spar
     run_geotag(spark, cfg, photos_uri=photos, run_date=D1, run_id="run-d1-rerun")
     assert _by_date(cfg.tables.results) == {D1: {"run-d1-rerun"}, D2: {"run-d2"}}
     assert read_arrow(cfg.tables.results).num_rows == 4
+
+
+def test_steps_after_the_commit_never_fail_a_committed_night(spark, tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Declaring the views and removing the staging folder come after the commit: their failure is
+    a warning, never a failed run (which --mode error would then refuse to retry)."""
+    cfg = _cfg(tmp_path, views_schema="georank_views_after")
+
+    def broken_views(*a, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("metastore unreachable")
+
+    monkeypatch.setattr(write, "create_views", broken_views)
+    version = commit.commit_results(_df(spark, _rows("r", D1, ["a"])), cfg, run_id="r", run_date=D1,
+                                    txn=commit.begin(spark, cfg, D1), mode="error")
+    assert version >= 1 and _by_date(cfg.tables.results) == {D1: {"r"}}
+    assert "committed, but declaring the views in georank_views_after failed: metastore unreachable" in caplog.text
+    with commit.Staging(spark, cfg, "run-undeletable") as staging:
+        monkeypatch.setattr(commit, "_fs", lambda *a: (_ for _ in ()).throw(RuntimeError("S3 outage")))
+    monkeypatch.undo()
+    assert f"could not remove its staging folder {staging.uri} (S3 outage)" in caplog.text
+
+
+def test_staging_clean_up_skips_a_folder_that_vanishes_while_checked(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(tmp_path)
+    cfg = cfg.model_copy(update={"write": cfg.write.model_copy(update={"staging_ttl_hours": 1.0, "lease_timeout_s": 60.0})})
+    root = Path(commit.staging_root(cfg))
+    now = int(time.time() * 1000)
+    hour = 3_600_000
+    _lease(root / "geotag-20000101T000000Z-gone", "gone", now - 30 * hour, now - 20 * hour)
+    _lease(root / "geotag-20000101T000000Z-dead", "dead", now - 30 * hour, now - 20 * hour)
+    real = commit._read_text
+
+    def vanishing(spark_, uri):  # type: ignore[no-untyped-def]
+        if "-gone/" in uri:  # its own run removed it between the listing and this read
+            import shutil
+
+            shutil.rmtree(root / "geotag-20000101T000000Z-gone")
+            raise RuntimeError("java.io.FileNotFoundException: " + uri)
+        return real(spark_, uri)
+
+    monkeypatch.setattr(commit, "_read_text", vanishing)
+    assert commit.remove_stale_staging(spark, cfg, now_ms=now) == ["geotag-20000101T000000Z-dead"]
