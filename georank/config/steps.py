@@ -4,15 +4,45 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from georank.config.base import Device, DType, _Section
+
+
+class CatalogueConfig(_Section):
+    """Nightly on a catalogue (``jobs/geotag.py --catalogue``): the night's photos are the catalogue's
+    rows without a location and without a prediction (or a lasting error) from the current
+    versions in the results table; see README "Nightly on a catalogue" and georank.spark.catalogue."""
+
+    uri: str | None = None  # the catalogue: a Delta/Parquet table (path or s3a://) or a table name; null: no catalogue
+    id_column: str = "photo_id"  # the photo's id (unique in the catalogue); the results' photo_id
+    image_uri_column: str | None = "uri"  # where each image is (path, file:// or s3://); null: bytes only
+    image_bytes_column: str | None = None  # the encoded image inline; null: uris only (one of the two is needed)
+    lat_column: str = "lat_deg"  # the catalogue's latitude (WGS-84 degrees); null (or lon null): no location
+    lon_column: str = "lon_deg"  # the catalogue's longitude (WGS-84 degrees)
+    order_column: str | None = None  # oldest first by this column (e.g. an upload time); null: by id
+    # Where the catalogue says who set its location (jobs/publish.py writes 'georank' there):
+    # --regeotag older also retakes located photos whose location georank set; null or absent: none.
+    source_column: str | None = "location_source"
+    max_photos_per_night: int | None = Field(None, ge=1)  # the night's budget (--max-photos); null: every photo due
+    max_attempts: int = Field(3, ge=1)  # nights a transiently failed photo (unreachable, denied) is tried with one set of versions
+    # off: only photos never predicted; older: then, within the budget, photos whose newest prediction
+    # came from older versions (model, adapter, embedder, index) than the current ones.
+    regeotag: Literal["off", "older"] = "off"
+
+    @model_validator(mode="after")
+    def _one_image_column(self) -> "CatalogueConfig":
+        if not (self.image_uri_column or self.image_bytes_column):
+            raise ValueError("expected input.catalogue.image_uri_column or image_bytes_column, got neither")
+        return self
 
 
 class InputConfig(_Section):
     """Where the night's photos come from and how they are partitioned."""
 
-    photos: str = "demo/queries"  # a Delta/Parquet table, a folder of images or s3://bucket/prefix
+    # a Delta/Parquet table, a folder of images or s3://bucket/prefix; may hold {run_date} (YYYY-MM-DD)
+    photos: str = "demo/queries"
+    catalogue: CatalogueConfig = Field(default_factory=CatalogueConfig)  # jobs/geotag.py --catalogue
     photos_per_partition: int = Field(64, ge=1)  # photos per Spark task (one partition)
     # Photos per Arrow batch through decode and geotag: a task holds one batch of decoded pixels
     # at a time, so its memory is bounded whatever the partition size.
