@@ -33,6 +33,11 @@ IANA's names are short common names ("United States", "Russia"), with a few of
 its own spellings ("Britain (UK)", "Korea (South)"); they are used as they
 are, never edited by hand. ``pycountry`` is not in the project's environment.
 
+``nearest_places`` gives the same nearest city as flat arrays (country code, admin1, name and
+the geodesic distance to it) for a batch of points: the place-name columns of every prediction
+(``schema.PREDICTIONS``: ``country_code``, ``admin1``, ``place``, ``place_dist_km``). No cut-off:
+a point at sea gets its nearest place and a large distance, never an error.
+
 Place names: GeoNames (https://www.geonames.org), CC BY 4.0.
 """
 
@@ -264,6 +269,52 @@ def reverse_geocode(
                 continue
         places[i] = _place_of(cities, c)
     return places
+
+
+@dataclass(frozen=True)
+class NearestPlaces:
+    """The nearest GeoNames city of each of ``n`` points, as flat arrays ``(n,)``.
+
+    ``country_code``: ISO 3166-1 alpha-2 code (``"NA"`` is Namibia); ``admin1``: first-level
+    division name, None when GeoNames has none; ``place``: the city's ASCII name; ``dist_km``:
+    WGS-84 geodesic km from the point to the city. An invalid point (NaN, out of range) gets None
+    and NaN everywhere.
+    """
+
+    country_code: list[str | None]
+    admin1: list[str | None]
+    place: list[str | None]
+    dist_km: np.ndarray
+
+
+def nearest_places(lat_deg: np.ndarray, lon_deg: np.ndarray) -> NearestPlaces:
+    """The nearest GeoNames city of each point ``lat_deg, lon_deg (n,)``: one tree query for the
+    batch (the table loaded once per Python worker), one geodesic per point. No distance cut-off:
+    a point in mid-ocean gets its nearest place and the distance to it. Invalid coordinates give
+    None / NaN rather than an error. Runs on the driver or on executors."""
+    from georank.geo import geodesic_km
+
+    lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
+    lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
+    if lat.ndim != 1 or lat.shape != lon.shape:
+        raise InputError(
+            f"nearest_places: expected lat_deg and lon_deg of one shape (n,), got {lat.shape} and {lon.shape}"
+        )
+    n = len(lat)
+    cc: list[str | None] = [None] * n
+    admin1: list[str | None] = [None] * n
+    place: list[str | None] = [None] * n
+    dist_km = np.full(n, np.nan, dtype=np.float64)
+    ok = valid_latlon_mask(lat, lon)
+    if ok.any():
+        cities = geonames_cities()
+        _, nearest = cities.tree.query(ecef_km(lat[ok], lon[ok]), k=1)
+        for i, c in zip(np.flatnonzero(ok).tolist(), np.atleast_1d(nearest).tolist()):
+            cc[i] = None if _blank(cities.cc[c]) else str(cities.cc[c])
+            admin1[i] = None if _blank(cities.admin1[c]) else str(cities.admin1[c])
+            place[i] = None if _blank(cities.name[c]) else str(cities.name[c])
+            dist_km[i] = geodesic_km(float(lat[i]), float(lon[i]), float(cities.lat_deg[c]), float(cities.lon_deg[c]))
+    return NearestPlaces(country_code=cc, admin1=admin1, place=place, dist_km=dist_km)
 
 
 def fill_places(table: pa.Table, *, max_km: float | None = None) -> pa.Table:

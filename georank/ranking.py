@@ -327,5 +327,23 @@ def _decide_ranked(item: _ToRank, scores: Any, cfg: GeorankConfig) -> dict[str, 
 
 
 def results_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """RESULTS rows (missing columns null), the prediction rows given their place names:
+    ``country_code``, ``admin1``, ``place``, ``place_dist_km`` of the predicted point, for the
+    whole batch at once (:func:`georank.places.nearest_places`); error rows keep them null."""
     full = [{name: r.get(name) for name in S.RESULTS.names} for r in rows]
+    _add_place_names(full)
     return pa.Table.from_pylist(full, schema=S.RESULTS)
+
+
+def _add_place_names(rows: list[dict[str, Any]]) -> None:
+    from georank.places import nearest_places
+
+    preds = [r for r in rows if r["error_stage"] is None and r["lat_deg"] is not None and r["lon_deg"] is not None]
+    if not preds:
+        return
+    near = nearest_places(np.array([r["lat_deg"] for r in preds], dtype=np.float64),
+                          np.array([r["lon_deg"] for r in preds], dtype=np.float64))
+    for i, r in enumerate(preds):
+        dist_km = float(near.dist_km[i])
+        r["country_code"], r["admin1"], r["place"] = near.country_code[i], near.admin1[i], near.place[i]
+        r["place_dist_km"] = None if np.isnan(dist_km) else dist_km

@@ -100,3 +100,76 @@ def test_fill_places_fills_only_rows_without_places() -> None:
     assert table.column("country").to_pylist() == ["France", None, None]
     with pytest.raises(InputError, match=r"missing \['neighbourhood'"):
         fill_places(pa.table({"lat_deg": [1.0], "lon_deg": [1.0]}))
+
+
+# --- Place names on every prediction (schema.PREDICTIONS country_code, admin1, place, place_dist_km) ---
+
+
+def test_nearest_places_capital_sea_and_borders() -> None:
+    from georank.geo import geodesic_km
+    from georank.places import nearest_places
+
+    points = {
+        "paris": (48.8566, 2.3522),
+        "mid_atlantic": (30.0, -40.0),  # ~1400 km west of the Azores
+        "geneva": (46.2000, 6.1400),  # CH, ~5 km from the French border
+        "st_julien": (46.1445, 6.0815),  # FR side of the FR/CH border south of Geneva
+        "niagara_on": (43.0896, -79.0849),  # the two Niagara Falls, either side of the river (CA/US border)
+        "niagara_ny": (43.0962, -79.0377),
+    }
+    lat = np.array([p[0] for p in points.values()])
+    lon = np.array([p[1] for p in points.values()])
+    near = nearest_places(lat, lon)
+    got = {k: (near.country_code[i], near.admin1[i], near.place[i], float(near.dist_km[i])) for i, k in enumerate(points)}
+    assert got["paris"][:3] == ("FR", "Ile-de-France", "Paris") and got["paris"][3] < 2.0
+    assert got["geneva"][:3] == ("CH", "Geneva", "Geneve")
+    assert got["st_julien"][:3] == ("FR", "Rhone-Alpes", "Saint-Julien-en-Genevois")
+    assert got["niagara_on"][:3] == ("CA", "Ontario", "Niagara Falls")
+    assert got["niagara_ny"][:3] == ("US", "New York", "Niagara Falls")
+    cc, admin1, place, dist_km = got["mid_atlantic"]
+    assert (cc, admin1, place) == ("PT", "Azores", "Ribeira Grande")  # at sea: the nearest place, no error
+    assert 1300.0 < dist_km < 1500.0
+    # the distance is the WGS-84 geodesic to the place's own GeoNames coordinates
+    from georank.places import geonames_cities
+
+    cities = geonames_cities()
+    (j,) = np.flatnonzero((cities.name == "Ribeira Grande") & (cities.cc == "PT"))
+    assert dist_km == pytest.approx(geodesic_km(30.0, -40.0, cities.lat_deg[j], cities.lon_deg[j]), rel=1e-12)
+
+
+def test_nearest_places_invalid_points_are_null_and_shapes_checked() -> None:
+    from georank.places import nearest_places
+
+    near = nearest_places(np.array([math.nan, 48.8566, 91.0]), np.array([0.0, 2.3522, 0.0]))
+    assert near.country_code == [None, "FR", None] and near.place[0] is None and near.admin1[2] is None
+    assert math.isnan(near.dist_km[0]) and math.isnan(near.dist_km[2])
+    empty = nearest_places(np.array([]), np.array([]))
+    assert empty.country_code == [] and empty.dist_km.shape == (0,)
+    with pytest.raises(InputError, match=r"nearest_places: expected lat_deg and lon_deg of one shape \(n,\), got \(2,\) and \(1,\)"):
+        nearest_places(np.array([1.0, 2.0]), np.array([1.0]))
+
+
+def test_prediction_rows_carry_place_names_and_error_rows_do_not() -> None:
+    """georank.ranking.results_table: where every RESULTS row is made, the predictions get their place
+    names in one batch; error rows keep them null; columns documented with their source."""
+    import datetime as dt
+
+    from georank import schema as S
+    from georank.ranking import results_table
+
+    common = {"run_id": "r", "run_date": dt.date(2026, 11, 23)}
+    rows = [
+        {**common, "photo_id": "paris", "lat_deg": 48.8566, "lon_deg": 2.3522, "confidence": 0.9},
+        {**common, "photo_id": "sea", "lat_deg": 30.0, "lon_deg": -40.0, "confidence": 0.1},
+        {**common, "photo_id": "bad", "error_stage": "decode", "error_reason": "not an image"},
+    ]
+    table = results_table(rows)
+    assert table.schema.equals(S.RESULTS, check_metadata=True)
+    got = {r["photo_id"]: r for r in table.to_pylist()}
+    assert (got["paris"]["country_code"], got["paris"]["admin1"], got["paris"]["place"]) == ("FR", "Ile-de-France", "Paris")
+    assert got["sea"]["country_code"] == "PT" and got["sea"]["place_dist_km"] > 1000.0
+    assert all(got["bad"][c] is None for c in ("country_code", "admin1", "place", "place_dist_km"))
+    assert results_table([]).num_rows == 0
+    for col in ("country_code", "admin1", "place"):
+        assert "GeoNames cities1000" in S.comment(S.PREDICTIONS, col) and "CC BY 4.0" in S.comment(S.PREDICTIONS, col)
+    assert S.RESULTS.names[: len(S.PREDICTIONS.names)] == S.PREDICTIONS.names

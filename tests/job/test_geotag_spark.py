@@ -41,6 +41,8 @@ def test_run_then_rerun_leaves_one_row_per_photo(spark, tiny_world: Path, tmp_pa
         assert row[col], col
     assert -90 <= row["lat_deg"] <= 90 and 0 <= row["confidence"] <= 1 and row["spread_km"] >= 0
     assert row["top_candidates"] and row["top_candidates"][0]["source"] == "retrieved"
+    for r in preds.to_pylist():  # place names of the predicted point (georank.places.nearest_places)
+        assert len(r["country_code"]) == 2 and r["place"] and r["place_dist_km"] >= 0, r
     assert not Path(cfg.tables.results).parent.joinpath("_staging", "results", "run-2").exists()
     assert second["table_version"] > first["table_version"]
 
@@ -93,6 +95,8 @@ def test_partition_whose_photos_all_fail(spark, tiny_world: Path, tmp_path: Path
     assert errors["zero"]["stage"] == "decode" and errors["zero"]["reason"] == "the file is empty (0 bytes)"
     assert errors["text"]["reason"].startswith("not an image")
     assert errors["half"]["reason"].startswith("truncated or corrupt image data")
+    places = read_arrow(cfg.tables.results).select(["country_code", "admin1", "place", "place_dist_km"])
+    assert all(c.null_count == 3 for c in places.columns)  # error rows carry no place names
 
 
 def test_repeated_and_null_photo_ids(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
