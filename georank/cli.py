@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from georank.config import GeorankConfig, load_config
 from georank.config.load import describe_validation_error
 from georank.errors import ConfigError, GeorankError, SetupError
+from georank.runs import record_run
 
 log = logging.getLogger("georank")
 
@@ -118,6 +119,8 @@ def run_job(
             _emit(summary)
         return code
     started = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC)
+    cfg: GeorankConfig | None = None  # stays None on a config error: then no runs row (no tables.runs)
     try:
         cfg = load_config(args.conf, args.set)
         main(args, cfg, summary)
@@ -141,6 +144,9 @@ def run_job(
         summary.update(status="failed", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         code = EXIT_FAILED
     summary["seconds_total"] = round(time.monotonic() - started, 3)
+    # The runs table (georank.runs): ok and failed runs alike; never changes the code or the summary.
+    record_run(cfg, dict(summary), exit_code=code, started_at=started_at, ended_at=dt.datetime.now(dt.UTC),
+               run_date=getattr(args, "run_date", None))
     _emit(summary)
     return code
 

@@ -32,6 +32,7 @@ def tiny_conf(world: Path, out: Path, **sections: dict[str, Any]) -> Path:
             "gallery": str(world / "gallery.parquet"),
             "gallery_embeddings": str(tables / "gallery_embeddings"),
             "gallery_errors": str(tables / "gallery_errors"),
+            "runs": str(tables / "runs"),
         },
         "input": {"photos": str(world / "queries"), "photos_per_partition": 5},
         "embed": {"model_uri": str(world / "models" / "clip"), "batch_size": 16},

@@ -42,6 +42,9 @@ class TablesConfig(_Section):
     gallery_embeddings: str = "warehouse/gallery_embeddings"  # the index build's embeddings of the gallery (Delta)
     gallery_errors: str = "warehouse/gallery_errors"  # gallery rows the index build could not use, with reasons (Delta, by run_date)
     eval_results: str = "warehouse/eval_results"  # evaluate job: accuracy per run, benchmark, method and radius
+    # One row per run of every job (georank.runs: status and reason, counts, seconds, versions), appended
+    # when the run ends, failed runs included; null: no runs table.
+    runs: str | None = "warehouse/runs"
 
 
 class WriteConfig(_Section):

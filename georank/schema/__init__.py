@@ -6,7 +6,7 @@ stores as column comments). Units are in the names: ``lat_deg``, ``spread_km``.
 
 Tables (persisted, Delta):
     RESULTS (the nightly table: one row per photo per run date, a prediction or an error),
-    ERRORS (gallery_errors), GALLERY, GALLERY_EMBEDDINGS
+    ERRORS (gallery_errors), GALLERY, GALLERY_EMBEDDINGS, RUNS (one row per run of every job, :mod:`.runs`)
 Views of RESULTS (documented filters, georank.write.read_predictions / read_errors):
     PREDICTIONS (error_stage IS NULL), ERRORS (error_stage IS NOT NULL, renamed stage/reason)
 Frames (between stages, in memory / Arrow batches):
@@ -49,11 +49,12 @@ from georank.schema.nightly import (
     STAGES,
     TABLES,
 )
+from georank.schema.runs import RUN_STATUSES, RUNS
 from georank.schema.training import TRAINING_GROUPS
 
 # Every Delta table georank writes (georank.write.commit), with its partitioning and comment.
-TABLES.update({"eval_results": EVAL_RESULTS, "training_groups": TRAINING_GROUPS})
-PARTITION_BY.update({"eval_results": (), "training_groups": ()})
+TABLES.update({"eval_results": EVAL_RESULTS, "training_groups": TRAINING_GROUPS, "runs": RUNS})
+PARTITION_BY.update({"eval_results": (), "training_groups": (), "runs": ()})
 TABLE_COMMENTS: dict[str, str] = {
     "results": "georank nightly results: one row per photo per run date (a prediction or an error)",
     "gallery": "georank gallery: geotagged photos the index is built from",
@@ -61,6 +62,7 @@ TABLE_COMMENTS: dict[str, str] = {
     "gallery_errors": "georank index build: gallery rows that could not be used, with reasons",
     "eval_results": "georank evaluate: accuracy per run, benchmark, method and radius",
     "training_groups": "georank training data: one GeoRanking group per query photo",
+    "runs": "georank runs: one row per run of every job (status, reason, counts, seconds, versions), failed runs included",
 }
 
 __all__ = [
@@ -97,6 +99,8 @@ __all__ = [
     "EVAL_RESULTS",
     "eval_methods",
     "TRAINING_GROUPS",
+    "RUNS",
+    "RUN_STATUSES",
     "CELLS",
     "AERIAL_TILES",
 ]
