@@ -254,15 +254,16 @@ def read_errors(uri: str) -> pa.Table:
 
 
 def view_sql(uri: str, schema_name: str) -> dict[str, str]:
-    """``CREATE OR REPLACE VIEW`` statements for ``<schema_name>.predictions`` and ``.errors``
-    over the results table at ``uri`` (same filters and columns as :func:`read_predictions`
-    and :func:`read_errors`)."""
+    """``CREATE OR REPLACE VIEW`` statements for ``<schema_name>.predictions``, ``.errors`` and
+    ``.predictions_latest`` over the results table at ``uri`` (same filters, columns and order as
+    :func:`read_predictions`, :func:`read_errors` and :func:`read_latest`)."""
     src = "delta.`" + uri.replace("`", "``") + "`"
     errors = ", ".join(f"{src_col} AS {name}" for name, src_col in _ERROR_COLUMNS.items())
     return {
         "predictions": f"CREATE OR REPLACE VIEW {schema_name}.predictions AS SELECT {', '.join(S.PREDICTIONS.names)} "
         f"FROM {src} WHERE {PREDICTIONS_FILTER}",
         "errors": f"CREATE OR REPLACE VIEW {schema_name}.errors AS SELECT {errors} FROM {src} WHERE {ERRORS_FILTER}",
+        "predictions_latest": f"CREATE OR REPLACE VIEW {schema_name}.predictions_latest AS {latest_sql(src)}",
     }
 
 
@@ -282,3 +283,106 @@ def read_arrow(uri: str) -> pa.Table:
     from deltalake import DeltaTable
 
     return DeltaTable(uri).to_pyarrow_table()
+
+
+# --- The latest answer per photo, and MERGE (issue 23) ----------------------------------------------
+
+# "Newest" of a photo's predictions: the latest run_date, then (a tie: two rows of one photo and one
+# date, which a results table written by georank never holds, since a run replaces its date whole)
+# the greatest run_id (run ids start with the job and its UTC start time, geotag-YYYYMMDDTHHMMSSZ-...,
+# so the later-started run), then the greatest uri: a total order, the same in SQL and in Python.
+LATEST_ORDER: tuple[tuple[str, str], ...] = (("run_date", "descending"), ("run_id", "descending"),
+                                             ("uri", "descending"))
+
+
+def latest_sql(src: str) -> str:
+    """``SELECT`` of the newest prediction per photo (columns of ``schema.PREDICTIONS``, order
+    :data:`LATEST_ORDER`) from ``src``, a results table (``delta.`uri``` or a table name)."""
+    cols = ", ".join(S.PREDICTIONS.names)
+    order = ", ".join(f"{c} {'DESC' if d == 'descending' else 'ASC'} NULLS LAST" for c, d in LATEST_ORDER)
+    return (f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY photo_id ORDER BY {order}) "
+            f"AS _georank_newest FROM {src} WHERE {PREDICTIONS_FILTER}) WHERE _georank_newest = 1")
+
+
+def read_latest(uri: str) -> pa.Table:
+    """One row per photo of the results table at ``uri``: its newest prediction across nights and
+    versions (columns of ``schema.PREDICTIONS``; newest by :data:`LATEST_ORDER`), via delta-rs.
+
+    Error rows are not answers: a photo whose newest row is an error keeps its newest prediction;
+    a photo that only ever failed has no row. Same rows as the ``predictions_latest`` view."""
+    import numpy as np
+
+    preds = read_predictions(uri)
+    if preds.num_rows == 0:
+        return preds
+    order = [("photo_id", "ascending", "at_end")] + [(c, d, "at_end") for c, d in LATEST_ORDER]
+    ranked = preds.sort_by(order)  # type: ignore[arg-type]
+    ids = np.asarray(ranked.column("photo_id").to_pylist(), dtype=object)
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return ranked.filter(pa.array(first))
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What :func:`merge` did: ``version`` of its commit (None: nothing to change, so no commit)
+    and ``updated``, the target rows it updated (Delta's ``numTargetRowsUpdated``)."""
+
+    version: int | None
+    updated: int
+
+
+def merge(
+    source: "DataFrame",
+    uri: str,
+    *,
+    on: str,
+    when: str,
+    set_columns: dict[str, str],
+    label: str,
+    cfg: "GeorankConfig | None" = None,
+) -> Merged:
+    """ONE Delta MERGE of ``source`` (alias ``s``) into the Delta table at ``uri`` (alias ``t``):
+    the target rows matched by ``on`` for which ``when`` holds AT MERGE TIME get ``set_columns``
+    (target column -> SQL expression); nothing is inserted or deleted. The rules of :func:`commit`:
+    under the table's commit lock (``cfg``), labelled ``label`` (Delta ``userMetadata``), the
+    label's commit looked up in the history afterwards (missing: :class:`WriteError`).
+
+    Idempotent: when no target row matches ``on`` and ``when`` (a rerun whose rows already
+    landed), nothing is committed and no table version is made (``Merged(None, 0)``). A target
+    that another writer changed while the MERGE ran fails it (Delta's conflict check); rerun it.
+    The label travels in the session conf ``spark.databricks.delta.commitInfo.userMetadata``
+    for this one MERGE (restored afterwards)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    spark = source.sparkSession
+    if not is_delta(spark, uri):
+        raise WriteError(f"cannot merge into {uri}: expected a Delta table there, got none")
+    with _table_lock(uri, cfg, owner=label) as still_held:
+        target = spark.read.format("delta").load(uri)
+        pending = target.alias("t").join(source.alias("s"), F.expr(on)).where(F.expr(when)).limit(1).count()
+        if not pending:
+            log.info("%s: nothing to merge into %s (every matched row already holds its answer): no commit", label, uri)
+            return Merged(None, 0)
+        still_held()
+        key = "spark.databricks.delta.commitInfo.userMetadata"
+        before = spark.conf.get(key, None)
+        spark.conf.set(key, label)
+        try:
+            (DeltaTable.forPath(spark, uri).alias("t").merge(source.alias("s"), on)
+             .whenMatchedUpdate(condition=when, set=set_columns).execute())
+        finally:
+            if before is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, before)
+        log.info("%s: merged into %s, checking its history", label, uri)
+        landed = commit_version(spark, uri, label)
+    if landed is None:
+        raise WriteError(f"table at {uri}: expected the MERGE labelled {label} in the table's history, got none")
+    metrics = (DeltaTable.forPath(spark, uri).history(1000).where(F.col("version") == landed)
+               .select("operationMetrics").collect()[0]["operationMetrics"]) or {}
+    updated = int(metrics.get("numTargetRowsUpdated", 0))
+    log.info("%s: merged %d rows into %s as version %d", label, updated, uri, landed)
+    return Merged(landed, updated)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from georank.config.base import _Section, describe_got
 from georank.config.learning import DemoConfig, EvaluateConfig, TrainConfig
 from georank.config.platform import S3Config, SparkConfig, TablesConfig, WriteConfig
+from georank.config.publish import PublishConfig
 from georank.config.steps import (
     CandidatesConfig,
     DecideConfig,
@@ -59,6 +60,7 @@ class GeorankConfig(_Section):
     demo: DemoConfig = Field(default_factory=DemoConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)  # jobs/publish.py (georank.config.publish)
     project_root: str = ""  # set by load_config: folder that relative URIs resolve against
 
     def resolve(self, uri: str) -> str:
