@@ -57,7 +57,6 @@ def _evaluate_step(run: RunInfo, *, reference: bool) -> Callable[[pa.Table, Geor
     def evaluate(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
         from georank.eval_core import evaluate_partition
         from georank.eval_reference import reference_partition
-
         from georank.storage import pinned
 
         with pinned(run.artifacts):  # exactly the models the driver pinned, or a RunError naming one

@@ -231,6 +231,12 @@ def run_build_index(
                 f"no gallery row could be embedded: expected at least one, got all {read} rows failing"
                 + "".join(f" (most at stage {stage}: {n} rows)" for stage, n in worst) + "; nothing was written"
             )
+        from georank.guards import check_error_fraction
+        from georank.spark.guards import top_failure
+
+        check_error_fraction(what=f"index build of {gallery_uri}", read=read, errors=errors,
+                             max_fraction=cfg.write.max_error_fraction,
+                             top=top_failure(prepared) if errors else None)  # before any write
         t = time.monotonic()
         label = run_id or f"build_index-{index_uri}-{time.time_ns()}"
         write.commit(
