@@ -52,10 +52,24 @@ def _numbers(value: Any) -> list[tuple[str, float]] | None:
     return [(str(k), n) for k, v in value.items() if (n := _number(v)) is not None]
 
 
+def _catalogue(summary: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The catalogue night's part of a geotag summary (``catalogue``: backlog numbers and versions)."""
+    part = summary.get("catalogue")
+    return part if isinstance(part, Mapping) else {}
+
+
+def _backlog(summary: Mapping[str, Any]) -> list[tuple[str, float]] | None:
+    """``backlog`` when the summary has it as numbers, else the catalogue night's numbers."""
+    if isinstance(summary.get("backlog"), Mapping):
+        return _numbers(summary["backlog"])
+    return _numbers(_catalogue(summary)) or None
+
+
 def _versions(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     versions: dict[str, str] = {}
-    if isinstance(summary.get("versions"), Mapping):
-        versions.update({str(k): str(v) for k, v in summary["versions"].items() if v is not None})
+    for part in (_catalogue(summary).get("versions"), summary.get("versions")):
+        if isinstance(part, Mapping):
+            versions.update({str(k): str(v) for k, v in part.items() if v is not None})
     versions.update({k.removesuffix("_version"): v for k, v in summary.items()
                      if k.endswith("_version") and isinstance(v, str)})
     try:
@@ -105,7 +119,7 @@ def run_row(
         **{c: _long(summary.get(c)) for c in _COUNTS},
         "seconds": _numbers(summary.get("seconds")),
         "versions": _versions(summary),
-        "backlog": _numbers(summary.get("backlog")),
+        "backlog": _backlog(summary),
         "summary": json.dumps(dict(summary), sort_keys=True, default=str),
     }
 

@@ -69,6 +69,12 @@ def test_run_row_of_an_ok_and_a_failed_summary() -> None:
     assert row["read"] is None and row["seconds"] is None and row["backlog"] is None
     table = runs_table([row])  # the declared types hold
     assert table.schema.equals(S.RUNS, check_metadata=True)
+    night = {"job": "geotag", "run_id": "geotag-3", "status": "ok", "catalogue": {
+        "uri": "/cat", "untagged": 180, "taken": 120, "left": 60, "backlog": "180 untagged: 120 taken, 60 left",
+        "versions": {"model": "m1", "adapter": "a2"}}}
+    row = run_row(night, exit_code=0, started_at=T0, ended_at=T1)  # a catalogue night: its backlog and versions
+    assert dict(row["backlog"]) == {"untagged": 180.0, "taken": 120.0, "left": 60.0}
+    assert dict(row["versions"])["adapter"] == "a2"
     odd = run_row({"job": "x", "run_id": "x-1", "read": "ten", "predicted": True}, exit_code=2, started_at=T0, ended_at=T1)
     assert (odd["status"], odd["error"], odd["read"], odd["predicted"]) == ("failed", "exit code 2", None, None)
 
