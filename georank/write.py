@@ -371,7 +371,7 @@ def merge(
         spark.conf.set(key, label)
         try:
             (DeltaTable.forPath(spark, uri).alias("t").merge(source.alias("s"), on)
-             .whenMatchedUpdate(condition=when, set=set_columns).execute())
+             .whenMatchedUpdate(condition=when, set={k: F.expr(v) for k, v in set_columns.items()}).execute())
         finally:
             if before is None:
                 spark.conf.unset(key)

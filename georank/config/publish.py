@@ -14,15 +14,11 @@ class PublishConfig(_Section):
 
     min_confidence: float = Field(0.5, ge=0, le=1)  # --min-confidence; the prediction's confidence must be at least this
     max_spread_km: float | None = Field(None, ge=0)  # --max-spread-km; null: no limit on the candidates' spread
-    # The catalogue's id and location columns. null: input.catalogue.<same key> when that section
-    # exists, else photo_id / lat_deg / lon_deg. A location is set when either column is non-null.
-    id_column: str | None = None
-    lat_column: str | None = None
-    lon_column: str | None = None
+    # The catalogue's id, location and source columns are input.catalogue.id_column, lat_column,
+    # lon_column and source_column (one name each, shared with jobs/geotag.py --catalogue). A
+    # location is set when either column is non-null; georank's are those whose source is 'georank'.
     # Provenance columns georank fills with each location it publishes; the catalogue must hold them
-    # (the job names the missing ones with the ALTER TABLE that adds them). source_column = 'georank'
-    # marks georank's locations: only those may be replaced, by a newer prediction.
-    source_column: str = "location_source"  # STRING: 'georank'
+    # (the job names the missing ones with the ALTER TABLE that adds them).
     confidence_column: str = "location_confidence"  # DOUBLE: the prediction's confidence [0, 1]
     spread_column: str = "location_spread_km"  # DOUBLE: the prediction's spread_km
     run_id_column: str = "location_run_id"  # STRING: the geotag run that predicted it

@@ -32,10 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 SOURCE_VALUE = "georank"  # the source column's value on every location georank publishes
-_DEFAULTS = {"id_column": "photo_id", "lat_column": "lat_deg", "lon_column": "lon_deg"}
 # Provenance columns: config key -> (SQL type of the column, value from the source row s)
+_SOURCE = ("STRING", f"'{SOURCE_VALUE}'")
 _PROVENANCE = {
-    "source_column": ("STRING", f"'{SOURCE_VALUE}'"),
     "confidence_column": ("DOUBLE", "s.confidence"),
     "spread_column": ("DOUBLE", "s.spread_km"),
     "run_id_column": ("STRING", "s.run_id"),
@@ -60,11 +59,8 @@ class Columns:
     id: str
     lat: str
     lon: str
-    provenance: dict[str, str]  # config key (source_column, ...) -> column name
-
-    @property
-    def source(self) -> str:
-        return self.provenance["source_column"]
+    source: str
+    provenance: dict[str, str]  # publish.* key (confidence_column, ...) -> column name
 
     @property
     def run_date(self) -> str:
@@ -74,24 +70,29 @@ class Columns:
     def run_id(self) -> str:
         return self.provenance["run_id_column"]
 
+    def written(self) -> dict[str, tuple[str, str]]:
+        """Every column the MERGE sets besides the location: name -> (SQL type, value from ``s``)."""
+        return {self.source: _SOURCE, **{self.provenance[k]: v for k, v in _PROVENANCE.items()}}
+
 
 def catalogue_columns(cfg: GeorankConfig) -> Columns:
-    """Column names from ``publish.*``; the id and location columns, when ``publish.*`` leaves them
-    null, from ``input.catalogue.*`` (the geotag job's catalogue section) if the config has it."""
-    catalogue = getattr(cfg.input, "catalogue", None)
-    names = {}
-    for key, default in _DEFAULTS.items():
-        names[key] = getattr(cfg.publish, key) or getattr(catalogue, key, None) or default
+    """The catalogue's id, location and source columns from ``input.catalogue.*`` (shared with the
+    geotag job's catalogue nights); the provenance columns from ``publish.*``."""
+    c = cfg.input.catalogue
+    if not c.source_column:
+        raise ConfigError("publish: expected input.catalogue.source_column (the column that says who set a location; "
+                          "publish writes 'georank' there), got null")
     provenance = {key: getattr(cfg.publish, key) for key in _PROVENANCE}
-    every = [names["id_column"], names["lat_column"], names["lon_column"], *provenance.values()]
+    every = [c.id_column, c.lat_column, c.lon_column, c.source_column, *provenance.values()]
     if len({n.lower() for n in every}) != len(every):
-        raise ConfigError(f"publish: expected distinct catalogue column names, got {every} (publish.*, input.catalogue.*)")
-    return Columns(names["id_column"], names["lat_column"], names["lon_column"], provenance)
+        raise ConfigError("publish: expected distinct catalogue column names (input.catalogue.id_column, lat_column, "
+                          f"lon_column, source_column and publish.*_column), got {every}")
+    return Columns(c.id_column, c.lat_column, c.lon_column, c.source_column, provenance)
 
 
 def catalogue_uri(cfg: GeorankConfig, given: str | None) -> str:
     """``--catalogue``, else ``input.catalogue.uri`` when the config has it; resolved like every config URI."""
-    uri = given or getattr(getattr(cfg.input, "catalogue", None), "uri", None)
+    uri = given or cfg.input.catalogue.uri
     if not uri:
         raise ConfigError("publish: expected --catalogue URI (a Delta table) or input.catalogue.uri, got neither")
     return cfg.resolve(str(uri))
@@ -105,15 +106,16 @@ def _check_catalogue(spark: "SparkSession", uri: str, cols: Columns) -> "DataFra
     missing_key = [c for c in (cols.id, cols.lat, cols.lon) if c.lower() not in have]
     if missing_key:
         raise SchemaError(f"catalogue {uri}: expected the id and location columns {[cols.id, cols.lat, cols.lon]}, "
-                          f"missing {missing_key} (publish.id_column/lat_column/lon_column or input.catalogue.*); "
+                          f"missing {missing_key} (input.catalogue.id_column, lat_column, lon_column); "
                           f"got columns {catalogue.columns}")
-    missing = [(name, _PROVENANCE[key][0]) for key, name in cols.provenance.items() if name.lower() not in have]
+    written = cols.written()
+    missing = [(name, sql_type) for name, (sql_type, _) in written.items() if name.lower() not in have]
     if missing:
         ddl = ", ".join(f"{_q(n)} {t}" for n, t in missing)
         raise SchemaError(
-            f"catalogue {uri}: expected the provenance columns {list(cols.provenance.values())}, missing "
+            f"catalogue {uri}: expected the source and provenance columns {list(written)}, missing "
             f"{[n for n, _ in missing]}; add them once with: ALTER TABLE delta.`{uri}` ADD COLUMNS ({ddl}) "
-            "(or name existing ones with publish.*_column)"
+            "(or name existing ones with input.catalogue.source_column and publish.*_column)"
         )
     return catalogue
 
@@ -203,7 +205,7 @@ def run_publish(
 
     source = latest.alias("s").where(F.expr(passes))
     set_columns = {_q(cols.lat): "s.lat_deg", _q(cols.lon): "s.lon_deg"}
-    set_columns.update({_q(cols.provenance[key]): value for key, (_, value) in _PROVENANCE.items()})
+    set_columns.update({_q(name): value for name, (_, value) in cols.written().items()})
     merged = write.merge(source, catalogue, on=on, when=may_take, set_columns=set_columns, label=run_id, cfg=cfg)
     summary.update(published=merged.updated, catalogue_version=merged.version)
     # Rows the plan counted but the MERGE found located (a camera or a person was faster) are left alone.
