@@ -8,11 +8,11 @@ with) resolves against it, so a shallow one would hide where a climbing key land
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import moto_server
 
 from georank import storage
 from georank.config import S3Config
@@ -23,16 +23,8 @@ BUCKET = "artifacts"
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[S3Config]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield S3Config(endpoint_url=f"http://{host}:{port}", path_style=True)
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield S3Config(endpoint_url=url, path_style=True)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import moto_server
 
 from georank.config import S3Config
 from georank.errors import ConfigError, SetupError, WriteError
@@ -36,21 +36,12 @@ SAFETY_S = 60.0  # how long a test waits for a thread before it fails; never rea
 def moto_url() -> Iterator[str]:
     import boto3
     from botocore.config import Config
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        assert host == "127.0.0.1"
-        url = f"http://{host}:{port}"
+    with moto_server() as url:
         boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
                      aws_secret_access_key="test", config=Config(s3={"addressing_style": "path"})
                      ).create_bucket(Bucket=BUCKET)
         yield url
-    finally:
-        server.stop()
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,13 @@ Real parts: the S3A jars (scripts/setup.sh --s3a), Delta's jars, moto's S3 proto
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT, tiny_conf
+from support import ROOT, moto_server, tiny_conf
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BUCKET = "georank-lake"
@@ -29,16 +28,10 @@ def test_two_drivers_committing_to_one_s3a_table_at_once_keep_both_nights(tiny_w
     import boto3
     from botocore.config import Config
     from deltalake import DeltaTable
-    from moto.server import ThreadedMotoServer
 
     if not (ROOT / "jars" / "s3a" / ".complete").exists():
         pytest.fail("the S3A jars are missing: run ./scripts/setup.sh --s3a (the test command does)")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
+    with moto_server() as url:
         boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=Config(s3={"addressing_style": "path"}),
                      aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
                      aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=BUCKET)
@@ -66,8 +59,6 @@ def test_two_drivers_committing_to_one_s3a_table_at_once_keep_both_nights(tiny_w
         storage = {"AWS_ENDPOINT_URL": url, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
                    "AWS_S3_ALLOW_UNSAFE_RENAME": "true", **KEYS}
         rows = DeltaTable(f"s3://{BUCKET}/georank/results", storage_options=storage).to_pyarrow_table().to_pylist()
-    finally:
-        server.stop()
     ok = {s["run_id"] for s in summaries if s["status"] == "ok"}
     by_run: dict[str, set[str]] = {}
     for r in rows:
