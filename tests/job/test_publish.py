@@ -239,6 +239,15 @@ def test_a_catalogue_without_the_provenance_columns_is_refused_naming_the_ddl(sp
     assert write.read_arrow(cat).column("lat_deg").to_pylist() == [None]
 
 
+def test_merge_into_a_folder_without_a_delta_table_is_refused(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from georank.errors import WriteError
+
+    df = spark.createDataFrame([("p1",)], "photo_id STRING")
+    with pytest.raises(WriteError, match=r"cannot merge into .*/nothing: expected a Delta table there, got none"):
+        write.merge(df, str(tmp_path / "nothing"), on="t.photo_id = s.photo_id", when="true", set_columns={},
+                    label="publish-1")
+
+
 # ------------------------------------------------------------------------------ the job
 
 
