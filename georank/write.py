@@ -100,8 +100,28 @@ def date_has_rows(spark: "SparkSession", uri: str, run_date: str) -> bool:
 
 
 def _check_columns(spark: "SparkSession", uri: str, table: str) -> None:
+    """The table's columns must be the declared ones. A table written by an older georank whose
+    columns are the declared ones minus some added since (in order, same types) is migrated: the
+    new columns are added in place (``ALTER TABLE ... ADD COLUMNS ... AFTER``), null on old rows."""
     got = [(f.name, f.dataType.simpleString()) for f in spark.read.format("delta").load(uri).schema]
-    want = [(f.name, f.dataType.simpleString()) for f in S.spark_schema(S.TABLES[table])]
+    declared = S.spark_schema(S.TABLES[table])
+    want = [(f.name, f.dataType.simpleString()) for f in declared]
+    if got == want:
+        return
+    if [c for c in want if c[0] in {n for n, _ in got}] == got:  # only new columns missing
+        target = "delta.`" + uri.replace("`", "``") + "`"
+        names = [n for n, _ in got]
+        for i, f in enumerate(declared):
+            if f.name in names:
+                continue
+            comment = str(f.metadata.get("comment", "")).replace("\\", "\\\\").replace("'", "\\'")
+            where = f"AFTER `{declared[i - 1].name}`" if i else "FIRST"
+            spark.sql(f"ALTER TABLE {target} ADD COLUMNS (`{f.name}` {f.dataType.simpleString()} "
+                      f"COMMENT '{comment}' {where})")
+            names.insert(i, f.name)
+        log.warning("table %s at %s: added the columns %s that this georank declares (null on older rows)",
+                    table, uri, [n for n, _ in want if n not in {m for m, _ in got}])
+        got = [(f.name, f.dataType.simpleString()) for f in spark.read.format("delta").load(uri).schema]
     if got != want:
         raise SchemaError(f"table {table} at {uri}: expected columns {want}, got {got}")
 

@@ -143,3 +143,21 @@ def test_transaction_versions_come_from_the_table_not_a_clock(spark, tmp_path: P
     write.commit(_errors_df(spark, [("c", None, "read", "x", "C", d)]), uri, table="gallery_errors", run_date="2026-11-23",
                  mode="replace", txn=c, label="C")
     assert [r["run_id"] for r in write.read_arrow(uri).to_pylist()] == ["C"]
+
+
+def test_a_table_of_an_older_georank_gets_the_new_columns_in_place(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A results table written before columns were added (e.g. the place names): the next commit
+    adds them where the schema declares them, null on the old rows; a foreign column still fails."""
+    import pyarrow as pa
+
+    uri = str(tmp_path / "results")
+    new = {"country_code", "admin1", "place", "place_dist_km"} & set(S.RESULTS.names)
+    older = pa.schema([f for f in S.RESULTS if f.name not in new])
+    row = {name: None for name in older.names}
+    row.update(photo_id="old", run_id="r0", run_date=dt.date(2026, 11, 1), error_stage="decode", error_reason="x")
+    spark.createDataFrame(pa.Table.from_pylist([row], schema=older).to_pylist(), S.spark_schema(older)) \
+        .write.format("delta").partitionBy("run_date").save(uri)
+    write.ensure_table(spark, uri, table="results")
+    got = write.read_arrow(uri)
+    assert got.schema.names == S.RESULTS.names
+    assert got.to_pylist()[0]["photo_id"] == "old"
