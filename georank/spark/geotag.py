@@ -51,7 +51,7 @@ from georank.storage import pin_artifacts
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
-    from georank.guards import TopFailure
+    from georank.spark.catalogue import Night
     from georank.write import Txn
 
 log = logging.getLogger(__name__)
@@ -267,21 +267,6 @@ def results_frame(
         return _sharded_results(photos, cfg, cfg_dict, run, profile, n_parts=n_parts, progress=progress, cached=cached)
 
 
-def top_failure(results: "DataFrame") -> "TopFailure | None":
-    """The most common (stage, reason) among the error rows of a RESULTS frame, with paths and
-    URIs folded (:data:`georank.guards.PATH_PATTERN`): one small aggregation, nothing collected but it."""
-    from pyspark.sql import functions as F
-
-    from georank.guards import PATH_PATTERN, PATH_PLACEHOLDER, TopFailure
-
-    rows = (
-        results.where(F.col("error_stage").isNotNull())
-        .select("error_stage", F.regexp_replace(F.coalesce("error_reason", F.lit("")), PATH_PATTERN, PATH_PLACEHOLDER).alias("r"))
-        .groupBy("error_stage", "r").count().orderBy(F.desc("count"), "error_stage", "r").limit(1).collect()
-    )
-    return TopFailure(rows[0]["error_stage"], rows[0]["r"], int(rows[0]["count"])) if rows else None
-
-
 def compute_description(run_id: str) -> str:
     """The Spark job description of a run's compute (photos -> staged results): what the UI shows,
     and how the event log's jobs of that step are found (``spark.job.description``;
@@ -293,16 +278,20 @@ def run_geotag(
     spark: "SparkSession",
     cfg: GeorankConfig,
     *,
-    photos_uri: str,
+    photos_uri: str | None = None,
     run_date: dt.date,
     run_id: str,
     mode: Literal["overwrite", "error"] = "overwrite",
     allow_empty: bool = False,
+    catalogue_uri: str | None = None,
 ) -> dict[str, Any]:
     """Run the nightly job for one date; returns the summary counts and per-stage seconds.
     The date's rows land in ONE commit of ``tables.results`` or not at all (:mod:`georank.spark.commit`).
     Guards before the commit (:mod:`georank.guards`): no photo read (unless ``allow_empty``) or
-    more than ``write.max_error_fraction`` of them failed: the run fails and commits nothing."""
+    more than ``write.max_error_fraction`` of them failed: the run fails and commits nothing.
+    ``photos_uri`` (default ``input.photos``) may hold ``{run_date}``. With ``catalogue_uri`` the
+    photos are the catalogue's due ones (:mod:`georank.spark.catalogue`); a catalogue night with
+    none due commits nothing and succeeds, its summary saying so."""
     from georank.candidates import check_sources
     from georank.spark import commit
 
@@ -315,10 +304,23 @@ def run_geotag(
     removed = commit.remove_stale_staging(spark, cfg)
     if mode == "error":
         commit.refuse_existing(spark, cfg, run_date)
+    night = None
+    if catalogue_uri is not None:  # the catalogue night's photos and backlog, by the current versions
+        from georank.catalogue import current_versions
+        from georank.spark.catalogue import idle_summary, select_night
+
+        night = select_night(spark, cfg, catalogue_uri=catalogue_uri, versions=current_versions(cfg, manifest),
+                             run_date=run_date)
+        if night.backlog.taken == 0:
+            return idle_summary(cfg, night, run_date=run_date)
+    else:
+        from georank.catalogue import format_run_date
+
+        photos_uri = format_run_date(photos_uri or cfg.input.photos, run_date)
     txn = commit.begin(spark, cfg, run_date)  # from the table, at the start: no clock orders commits
     with Staging(spark, cfg, run_id) as staging:
-        summary = _compute_and_commit(spark, cfg, run, staging, photos_uri=photos_uri, mode=mode, txn=txn,
-                                      allow_empty=allow_empty)
+        summary = _compute_and_commit(spark, cfg, run, staging, photos_uri=photos_uri or "", mode=mode, txn=txn,
+                                      allow_empty=allow_empty, night=night)
     if removed:
         summary["removed_stale_staging"] = removed
     return summary
@@ -334,24 +336,28 @@ def _compute_and_commit(
     mode: Literal["overwrite", "error"],
     txn: "Txn",
     allow_empty: bool,
+    night: "Night | None" = None,
 ) -> dict[str, Any]:
     """Compute every photo into the staging folder, check the counts and guards, commit once."""
     from pyspark.sql import functions as F
 
     from georank import guards
     from georank.spark import commit
+    from georank.spark.guards import top_failure
 
     run_id, run_date = run.run_id, run.run_date
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     # A row number pinned by the cache: split_bad_ids's window sees ids and uris, never the bytes.
-    photos = read_photos(spark, photos_uri, cfg).withColumn("_row", F.monotonically_increasing_id()).cache()
+    photos = (night.photos if night else read_photos(spark, photos_uri, cfg)).withColumn(
+        "_row", F.monotonically_increasing_id()).cache()
     n_read = photos.count()
     good, input_errors = split_bad_ids(photos, cfg)
     n_good = good.count()
     seconds["input"] = time.monotonic() - t0
     log.info("run %s: %d photos read, %d usable ids", run_id, n_read, n_good)
-    guards.check_not_empty(what=f"run {run_id}", read=n_read, source=cfg.resolve(photos_uri), allow_empty=allow_empty)
+    guards.check_not_empty(what=f"run {run_id}", read=n_read, source=night.uri if night else cfg.resolve(photos_uri),
+                           allow_empty=allow_empty)
 
     n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
     # Arrow batches of at most input.photos_per_batch rows: a task holds the pixels of two batches at a
@@ -360,7 +366,8 @@ def _compute_and_commit(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
     # Progress lines on the driver every input.progress_interval_s while the photos are computed;
     # input errors are decided here, the rest counted by the stage that makes the results rows.
-    with Progress(spark, job="geotag", total=n_read, interval_s=cfg.input.progress_interval_s) as progress:
+    with Progress(spark, job="geotag", total=n_read, interval_s=cfg.input.progress_interval_s,
+                  backlog=night.backlog if night else None) as progress:
         progress.add(done=n_read - n_good, errors=n_read - n_good)
         profile = gpu_profile(cfg)
         t1 = time.monotonic()
@@ -374,8 +381,13 @@ def _compute_and_commit(
             results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators,
                                     cached=cached)
             input_rows = _as_error_results(input_errors, run_id, run_date)
+            rows = results.unionByName(input_rows)
+            if night is not None:  # its error rows name the versions that failed (the next nights' state)
+                from georank.spark.catalogue import with_versions
+
+                rows = with_versions(rows, night.versions)
             with executor_errors():
-                results.unionByName(input_rows).write.mode("error").parquet(staging.results_uri)
+                rows.write.mode("error").parquet(staging.results_uri)
         finally:
             sc.setJobDescription(None)  # type: ignore[arg-type]  # pyspark: None clears the local property
             for frame in cached:
@@ -397,7 +409,8 @@ def _compute_and_commit(
     if dup:
         raise RunError(f"run {run_id}: a photo id has two predictions; nothing was committed")
     guards.check_error_fraction(what=f"run {run_id}", read=n_read, errors=errors,
-                                max_fraction=cfg.write.max_error_fraction, top=top_failure(staged) if errors else None)
+                                max_fraction=cfg.write.max_error_fraction,
+                                top=top_failure(staged) if errors else None)
 
     t2 = time.monotonic()
     version = commit.commit_results(staged, cfg, run_id=run_id, run_date=run_date, txn=txn, mode=mode)
@@ -416,4 +429,5 @@ def _compute_and_commit(
         "run_date": run_date.isoformat(),
         "table": cfg.resolve(cfg.tables.results),
         "table_version": version,
+        **({"catalogue": night.summary()} if night else {}),  # the catalogue night's backlog and versions
     }

@@ -2,6 +2,10 @@
 
     geotag: 1200/10000 photos (12.0%), 38.5 photos/s, ETA 3 min 48 s, 3 errors
 
+and, on a catalogue night (:mod:`georank.spark.catalogue`), the night's backlog after it:
+
+    geotag: 60/120 photos (50.0%), 2.1 photos/s, ETA 29 s, 0 errors; backlog 180 (older 0), 120 tonight, 60 left (1 night at this rate)
+
 Counts come from two Spark accumulators (done, errors) that the executor function of the
 stage producing the final rows adds to after each batch (:func:`georank.spark.executors.on_executors`
 takes them as ``progress=``); Spark merges a task's additions when the task ends, so the
@@ -24,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
+    from georank.catalogue import Backlog
+
 log = logging.getLogger(__name__)
 
 
@@ -43,11 +49,13 @@ class Progress:
     last line. :meth:`snapshot` gives the same counts for the job's JSON summary.
     """
 
-    def __init__(self, spark: SparkSession, *, job: str, total: int, interval_s: float, unit: str = "photos") -> None:
+    def __init__(self, spark: SparkSession, *, job: str, total: int, interval_s: float, unit: str = "photos",
+                 backlog: Backlog | None = None) -> None:
         sc = spark.sparkContext
         self.done_acc = sc.accumulator(0)
         self.errors_acc = sc.accumulator(0)
         self.job, self.total, self.interval_s, self.unit = job, total, interval_s, unit
+        self.backlog = backlog  # a catalogue night's backlog, shown after the counts
         self._driver_done = 0
         self._driver_errors = 0
         self._started = time.monotonic()
@@ -90,6 +98,7 @@ class Progress:
         return (
             f"{self.job}: {snap['done']}/{self.total} {self.unit} ({pct:.1f}%), "
             f"{snap[f'{self.unit}_per_s']:.1f} {self.unit}/s, ETA {eta}, {snap['errors']} errors"
+            + (f"; {self.backlog.describe()}" if self.backlog is not None else "")
         )
 
     def _report(self) -> None:
