@@ -56,6 +56,11 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
     if args.regeotag is not None:
         cfg.input.catalogue.regeotag = args.regeotag
     catalogue = args.catalogue or (None if args.photos else cfg.input.catalogue.uri)
+    if catalogue is None and (args.max_photos is not None or args.regeotag is not None):
+        from georank.errors import ConfigError
+
+        raise ConfigError("--max-photos and --regeotag apply to catalogue nights: expected --catalogue or "
+                          "input.catalogue.uri, got --photos or neither")
     if cfg.demo.ensure:
         summary["demo"] = ensure_demo(cfg)
     spark = get_spark(cfg)

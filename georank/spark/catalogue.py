@@ -49,6 +49,12 @@ class Night:
     photos: "DataFrame"
     backlog: Backlog
     versions: Versions
+    cached: tuple["DataFrame", ...] = ()  # frames the selection cached: unpersist once the photos are read
+
+    def release(self) -> None:
+        """Unpersist what the selection cached (the night's photos must have been read by then)."""
+        for frame in self.cached:
+            frame.unpersist()
 
     def summary(self) -> dict[str, object]:
         """The night's part of the run summary: the catalogue, its backlog and the versions."""
@@ -109,7 +115,8 @@ def _is_current(versions: Versions) -> "Column":
 def photo_state(results: "DataFrame", versions: Versions, run_date: dt.date) -> "DataFrame":
     """Per photo id of the results table (tonight's date left out): ``_current`` (a prediction from
     ``versions``), ``_predicted`` (a prediction from any), ``_permanent`` (a non-transient error from
-    ``versions``), ``_attempts`` (nights with a transient error from ``versions``). One shuffle."""
+    ``versions``), ``_attempts`` (nights with a transient error from ``versions``: a photo has one
+row per night, its commit replacing the date's rows). One shuffle."""
     from pyspark.sql import functions as F
 
     err = F.col("error_stage").isNotNull()
@@ -122,7 +129,8 @@ def photo_state(results: "DataFrame", versions: Versions, run_date: dt.date) -> 
             F.max(~err & current).alias("_current"),
             F.max(~err).alias("_predicted"),
             F.max(err & current & ~transient).alias("_permanent"),
-            F.countDistinct(F.when(err & current & transient, F.col("run_date"))).alias("_attempts"),
+            # one row per photo and night (a night's commit replaces its date): rows count nights
+            F.sum(F.when(err & current & transient, F.lit(1)).otherwise(F.lit(0))).alias("_attempts"),
         )
     )
 
@@ -136,7 +144,8 @@ def due(catalogue: "DataFrame", state: "DataFrame | None", cfg: GeorankConfig) -
     rows = catalogue.select("photo_id", "_order", "_located", "_by_georank").where(F.col("photo_id").isNotNull())
     if state is None:
         return rows.where(~F.col("_located")).select("photo_id", "_order", F.lit(0).alias("_tier"))
-    joined = rows.join(state, "photo_id", "left")
+    # both sides are as big as the catalogue and the results: a sort-merge join, never a broadcast
+    joined = rows.join(state.hint("shuffle_merge"), "photo_id", "left")
     predicted = F.coalesce(F.col("_predicted"), F.lit(False))
     blocked = (F.coalesce(F.col("_current"), F.lit(False)) | F.coalesce(F.col("_permanent"), F.lit(False))
                | (F.coalesce(F.col("_attempts"), F.lit(0)) >= F.lit(c.max_attempts)))
@@ -159,24 +168,30 @@ def select_night(
 ) -> Night:
     """On the driver: tonight's photos of the catalogue at ``catalogue_uri`` (a lazy PHOTOS frame)
     and the backlog. Collects only the per-tier counts."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     c = cfg.input.catalogue
     uri = cfg.resolve(catalogue_uri) if "/" in catalogue_uri or ":" in catalogue_uri else catalogue_uri
     catalogue = read_catalogue(spark, uri, cfg)
     results = prior_results(spark, cfg)
-    todo = due(catalogue, None if results is None else photo_state(results, versions, run_date), cfg)
+    # cached (ids, order, tier: never the images): counted here, ordered and joined below
+    todo = due(catalogue, None if results is None else photo_state(results, versions, run_date), cfg).persist(
+        StorageLevel.MEMORY_AND_DISK)
     counts = {int(r["_tier"]): int(r["count"]) for r in todo.groupBy("_tier").count().collect()}
     untagged, older = counts.get(0, 0), counts.get(1, 0)
     budget = c.max_photos_per_night
     if budget is not None and untagged + older > budget:
         # the budget's ids only cross to one partition (ids and order; never the images)
-        todo = todo.orderBy("_tier", F.col("_order").asc_nulls_last(), "photo_id").limit(budget)
+        oldest = todo.orderBy("_tier", F.col("_order").asc_nulls_last(), "photo_id").limit(budget)
+        ids = oldest.select("photo_id")  # at most the budget: Spark may broadcast it, the small side
+    else:
+        ids = todo.select("photo_id").hint("shuffle_merge")  # as big as the backlog: never broadcast
     taken = min(untagged + older, budget) if budget is not None else untagged + older
-    photos = catalogue.join(todo.select("photo_id"), "photo_id", "left_semi").select("photo_id", "uri", "image_bytes")
+    photos = catalogue.join(ids, "photo_id", "left_semi").select("photo_id", "uri", "image_bytes")
     backlog = Backlog(untagged=untagged, older=older, taken=taken, budget=budget)
     log.info("catalogue %s: %s", uri, backlog.describe())
-    return Night(uri=uri, photos=photos, backlog=backlog, versions=versions)
+    return Night(uri=uri, photos=photos, backlog=backlog, versions=versions, cached=(todo,))
 
 
 def idle_summary(cfg: GeorankConfig, night: Night, *, run_date: dt.date) -> dict[str, object]:

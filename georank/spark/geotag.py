@@ -312,6 +312,7 @@ def run_geotag(
         night = select_night(spark, cfg, catalogue_uri=catalogue_uri, versions=current_versions(cfg, manifest),
                              run_date=run_date)
         if night.backlog.taken == 0:
+            night.release()
             return idle_summary(cfg, night, run_date=run_date)
     else:
         from georank.catalogue import format_run_date
@@ -376,7 +377,8 @@ def _compute_and_commit(
         # Names the jobs in the UI and the event log; set before results_frame, whose sharded
         # placement runs its embed stage (and the photos' shuffle) at once.
         sc.setJobDescription(compute_description(run_id))
-        cached = [photos]  # unpersisted once the results are staged (a session may run again)
+        # unpersisted once the results are staged (a session may run again)
+        cached = [photos, *(night.cached if night else ())]
         try:
             results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators,
                                     cached=cached)
