@@ -410,9 +410,20 @@ def _compute_and_commit(
     dup = staged.where(F.col("error_stage").isNull()).groupBy("photo_id").count().where("count > 1").limit(1).count()
     if dup:
         raise RunError(f"run {run_id}: a photo id has two predictions; nothing was committed")
-    guards.check_error_fraction(what=f"run {run_id}", read=n_read, errors=errors,
-                                max_fraction=cfg.write.max_error_fraction,
-                                top=top_failure(staged) if errors else None)
+    if night is None:
+        guards.check_error_fraction(what=f"run {run_id}", read=n_read, errors=errors,
+                                    max_fraction=cfg.write.max_error_fraction,
+                                    top=top_failure(staged) if errors else None)
+    else:  # a catalogue night: a photo's own lasting error (not an image, corrupt) is committed, or the
+        # next nights would take the same bad photos again forever; only transient failures (access,
+        # credentials, endpoints, GPU memory: the run's, not the photo's) count against the night
+        from georank.catalogue import TRANSIENT_REASON
+
+        transient = staged.where(F.col("error_stage").isNotNull() & F.col("error_reason").rlike(TRANSIENT_REASON))
+        n_transient = transient.count() if errors else 0
+        guards.check_error_fraction(what=f"run {run_id} (transient failures of a catalogue night)", read=n_read,
+                                    errors=n_transient, max_fraction=cfg.write.max_error_fraction,
+                                    top=top_failure(transient) if n_transient else None)
 
     t2 = time.monotonic()
     version = commit.commit_results(staged, cfg, run_id=run_id, run_date=run_date, txn=txn, mode=mode)

@@ -214,3 +214,24 @@ def test_a_catalogue_without_the_named_columns_is_refused_naming_them(spark, tin
         select_night(spark, cfg, catalogue_uri=catalogue, versions=v, run_date=D1)
     with pytest.raises(InputError, match=r"catalogue not found: expected a Delta or Parquet table"):
         select_night(spark, cfg, catalogue_uri=str(tmp_path / "nowhere"), versions=v, run_date=D1)
+
+
+def test_a_catalogue_night_of_mostly_bad_photos_commits_them_and_moves_on(spark, tiny_world: Path,  # type: ignore[no-untyped-def]
+                                                                          tmp_path: Path) -> None:
+    """A photo's own lasting error (not an image) is the catalogue's state, not a systemic failure:
+    a night whose photos mostly fail to decode commits their error rows, so the next night takes
+    the next photos instead of failing on the same bad ones forever."""
+    rows = []
+    for i in range(3):
+        bad = tmp_path / f"bad-{i}.jpg"
+        bad.write_text(f"not an image {i}")
+        rows.append((f"bad{i}", str(bad), None, None, dt.datetime(2026, 1, 1, i)))
+    good = sorted((tiny_world / "queries").glob("*.jpg"))[0]
+    rows.append(("good", str(good), None, None, dt.datetime(2026, 1, 2)))
+    uri = str(tmp_path / "catalogue")
+    spark.createDataFrame(rows, "photo_id string, uri string, lat_deg double, lon_deg double, uploaded_at timestamp") \
+        .write.format("delta").save(uri)
+    cfg, s = _night(spark, _conf(tiny_world, tmp_path), uri, D1, "night-bad", max_photos_per_night=3)
+    assert (s["read"], s["predicted"], s["errors"]) == (3, 0, 3), s
+    _, s2 = _night(spark, _conf(tiny_world, tmp_path), uri, D2, "night-next", max_photos_per_night=3)
+    assert (s2["read"], s2["predicted"]) == (1, 1), s2
