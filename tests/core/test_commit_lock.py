@@ -316,8 +316,10 @@ class _IgnoringClient:
 @pytest.mark.parametrize("ignored", ["IfNoneMatch", "IfMatch"])
 def test_a_server_without_conditional_writes_is_a_setup_error(s3_table: Table, monkeypatch: pytest.MonkeyPatch,
                                                               ignored: str) -> None:
-    real = L.s3_client
-    monkeypatch.setattr(L, "s3_client", lambda cfg: _IgnoringClient(real(cfg), (ignored,)))
+    from georank.storage import lock_stores
+
+    real = lock_stores.s3_client
+    monkeypatch.setattr(lock_stores, "s3_client", lambda cfg: _IgnoringClient(real(cfg), (ignored,)))
     with pytest.raises(SetupError, match=f"ignores {ignored} on PutObject \\(expected 412 PreconditionFailed"):
         acquire(s3_table.uri, s3_table.s3, owner="run-a", ttl_s=60, wait_s=0, clock=ManualClock(T0_MS))
     assert s3_table.read() is None  # no lock left behind that would look like safety
