@@ -225,9 +225,9 @@ def run_before_sharded(spark: Any, cfg: Any, photos_uri: str, description: str) 
     from georank.index import read_manifest
     from georank.pipeline import RunInfo, decode_photos
     from georank.spark.executors import gpu_profile, on_executors
-    from georank.spark.geotag import _embed_step
     from georank.spark.photos import read_photos, split_bad_ids
     from georank.spark.retrieve import retrieve_neighbours
+    from georank.spark.sharded import embed_step as _embed_step
 
     manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
     run = RunInfo(run_id="before", run_date=DAY, index_manifest=manifest.to_dict())

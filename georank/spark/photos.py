@@ -6,6 +6,7 @@ Runs on the driver (builds lazy DataFrames); nothing here ships to executors.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Literal
 
 from georank import schema as S
@@ -97,3 +98,19 @@ def split_bad_ids(photos: "DataFrame", cfg: GeorankConfig) -> tuple["DataFrame",
     )
     good = rows.join(F.broadcast(rejected.select("_row")), "_row", "left_anti").select("photo_id", "uri", "image_bytes")
     return good, errors
+
+
+def as_error_results(df: "DataFrame", run_id: str, run_date: dt.date) -> "DataFrame":
+    """RESULTS rows (prediction columns null) from a frame of photo_id, uri, error_stage, error_reason."""
+    from pyspark.sql import functions as F
+
+    own = {"photo_id", "uri", "run_id", "run_date", "error_stage", "error_reason"}
+    return df.select(
+        "photo_id",
+        "uri",
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in S.spark_schema(S.RESULTS) if f.name not in own],
+        F.lit(run_id).alias("run_id"),
+        F.lit(run_date).alias("run_date"),
+        "error_stage",
+        "error_reason",
+    ).select(*S.RESULTS.names)
