@@ -8,7 +8,9 @@ A run's output for its date lands in one commit of the results table, or not at 
 
     counts checked (read = predicted + errors, one prediction per photo)
       -> one Delta commit: replaceWhere run_date = D (mode overwrite) or a first write (mode error),
-         transaction id per date (txnAppId georank-geotag:D), labelled with the run id (userMetadata)
+         transaction id per date (txnAppId georank-geotag:D, txnVersion = the table's version when
+         the run started + 1: no clock), labelled with the run id (userMetadata), under the
+         table's commit lock (georank.storage.lock: several drivers, one table)
       -> the table's history must show the run id's commit: a skipped commit fails the run
       -> the run removes its own staging (success or failure)
 
@@ -46,7 +48,9 @@ _RUN_ID_TIME = re.compile(r"(\d{8}T\d{6}Z)")  # georank.cli run ids carry their 
 def txn_app_id(run_date: dt.date) -> str:
     """The Delta transaction app id of a date's commits. Delta keeps ONE version per app id and per
     table and skips a commit whose version is not above it, so the id names the date: runs of
-    other dates never shadow each other; of two runs of one date, the later-started one wins."""
+    other dates never shadow each other. The version is the table's at the run's start + 1
+    (:func:`begin`): of two runs of one date that both started before either committed, the first
+    to commit wins and the other fails."""
     return f"{TXN_APP_PREFIX}:{run_date.isoformat()}"
 
 

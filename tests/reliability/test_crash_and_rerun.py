@@ -17,8 +17,8 @@ one results table (a run's date lands in ONE Delta commit):
               date reading the same photos under an s3:// prefix (moto's S3 server on loopback,
               listed and read on the executors with boto3)
                                                             -> both whole, both equal to run 1
-(Two runs of the SAME date at once are covered in-process by tests/job/test_commit.py: the one
-that started later wins, the older one's skipped commit fails it.)
+(Two runs of the SAME date at once are covered in-process by tests/job/test_commit.py: the first
+to commit wins, the other's skipped commit fails it.)
 
 After each step the date holds exactly one complete run (never a part of one) and, once a run
 completes, exactly one row per photo; a run of another date beside it loses nothing. Every
