@@ -70,5 +70,10 @@ class WriteError(GeorankError):
     """Writing a Delta table failed or would break an invariant (duplicates, counts)."""
 
 
+class SkippedCommitError(WriteError):
+    """Delta skipped a commit for its transaction id: a run of the same key committed first
+    (georank.write.commit's history check)."""
+
+
 class RunError(GeorankError):
     """A run-level invariant failed (e.g. read != predicted + errors)."""

@@ -15,8 +15,6 @@ in one place: :func:`georank.isolation.run_level_cause` and its circuit breaker.
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from georank.errors import RunError
@@ -34,7 +32,8 @@ def fold_reason(reason: str | None) -> str:
 
 @dataclass(frozen=True)
 class TopFailure:
-    """The most common failure of a run: its stage, folded reason and how many photos had it."""
+    """The most common failure of a run: its stage, folded reason and how many photos had it
+    (found by :func:`georank.spark.guards.top_failure`, one Spark aggregation)."""
 
     stage: str
     reason: str
@@ -42,16 +41,6 @@ class TopFailure:
 
     def describe(self) -> str:
         return f"stage {self.stage}: {self.reason} ({self.count} photos)"
-
-
-def top_failure(rows: Iterable[tuple[str | None, str | None]]) -> TopFailure | None:
-    """The most common (stage, folded reason) among ``(error_stage, error_reason)`` pairs (Spark-free
-    twin of the Spark layer's aggregation, for small frames and tests)."""
-    counts = Counter((stage, fold_reason(reason)) for stage, reason in rows if stage is not None)
-    if not counts:
-        return None
-    (stage, reason), n = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-    return TopFailure(stage, reason, n)
 
 
 def check_not_empty(*, what: str, read: int, source: str, allow_empty: bool) -> None:
@@ -76,5 +65,4 @@ def check_error_fraction(*, what: str, read: int, errors: int, max_fraction: flo
     )
 
 
-__all__ = ["PATH_PATTERN", "PATH_PLACEHOLDER", "TopFailure", "check_error_fraction", "check_not_empty",
-           "fold_reason", "top_failure"]
+__all__ = ["PATH_PATTERN", "PATH_PLACEHOLDER", "TopFailure", "check_error_fraction", "check_not_empty", "fold_reason"]

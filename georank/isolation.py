@@ -92,7 +92,7 @@ class Breaker:
 
         self.limit = limit
         self._lock = threading.Lock()
-        self._streak: dict[str, tuple[int, str, str]] = {}  # stage -> (count, cause, last reason)
+        self._streak: dict[str, int] = {}  # stage -> photos in a row failed with a run-level cause
 
     def ok(self, stage: str) -> None:
         with self._lock:
@@ -104,8 +104,7 @@ class Breaker:
             if cause is None:
                 self._streak.pop(stage, None)
                 return
-            n = self._streak.get(stage, (0, cause, ""))[0] + 1
-            self._streak[stage] = (n, cause, reason_of(exc, stage))
+            n = self._streak[stage] = self._streak.get(stage, 0) + 1
         if n >= self.limit:
             raise RunError(
                 f"stage {stage}: {n} photos in a row failed with a run-level cause ({cause}); expected "

@@ -10,7 +10,7 @@ groups): ::
           ensure_table          create once with the declared schema (two creators both succeed)
           one Delta commit      txnAppId/txnVersion = txn, userMetadata = label
           history check         the label's commit must be in the table's history, else
-                                WriteError: Delta skipped it (a newer run of the same key won)
+                                SkippedCommitError: Delta skipped it (a run of the same key committed first)
 
 Transaction versions come from the table, never from a clock: a run reads the table's version
 when it starts and commits with that + 1 under its key's app id (one per run date for the
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import pyarrow as pa
 
 from georank import schema as S
-from georank.errors import SchemaError, WriteError
+from georank.errors import SchemaError, SkippedCommitError, WriteError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -226,7 +226,7 @@ def commit(
         log.info("%s: %s written to %s, checking its history", label, table, uri)  # the crash suite kills here
         landed = commit_version(spark, uri, label)
     if landed is None:
-        raise WriteError(
+        raise SkippedCommitError(
             f"table {table} at {uri}: expected the commit labelled {label} in the table's history, got none: "
             f"Delta skipped it (txnAppId {txn.app_id if txn else None}, txnVersion {txn.version if txn else None}): "
             "a run of the same key committed first; nothing of this write was kept"

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from georank import write
 from georank.config import GeorankConfig
-from georank.errors import RunError, WriteError
+from georank.errors import RunError, SkippedCommitError, WriteError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -78,17 +78,13 @@ def _is_local(uri: str) -> bool:
 
 def _write_text(spark: "SparkSession", uri: str, text: str) -> None:
     """Replace the file at ``uri`` whole: a reader sees the old text or the new one, never a
-    truncated file (locally a temporary file renamed over it; on an object store one PUT at close)."""
+    truncated file (locally :func:`georank.storage.put_bytes`' rename; on an object store one PUT
+    at close, through the same Hadoop file system the table uses)."""
     if _is_local(uri):
-        import os
-        import uuid
-        from pathlib import Path
+        from georank.config import S3Config
+        from georank.storage import put_bytes
 
-        dest = Path(uri.removeprefix("file://").removeprefix("file:"))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, dest)
+        put_bytes(text.encode(), uri, S3Config())  # a local path: no S3 settings are read
         return
     fs, path = _fs(spark, uri)
     out = fs.create(path, True)
@@ -253,9 +249,7 @@ def commit_results(
             staged, uri, table="results", mode="replace" if mode == "overwrite" else "error",
             run_date=run_date.isoformat(), txn=txn, label=run_id, cfg=cfg,
         )
-    except WriteError as exc:
-        if "Delta skipped it" not in str(exc):
-            raise
+    except SkippedCommitError:
         raise RunError(
             f"run {run_id}: expected its commit in the history of {uri}, got none: Delta skipped it "
             f"(txnAppId {txn.app_id}, txnVersion {txn.version}): another run of {run_date.isoformat()} "
