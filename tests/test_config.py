@@ -220,3 +220,20 @@ def test_a_misspelt_section_before_a_dotted_spark_key_still_fails_naming_the_key
     assert "conf" in msg and SECRET not in msg
     msg = _config_error([f'spark.confs."spark.hadoop.fs.s3a.secret.key"={SECRET}'])
     assert "unknown config key 'spark.confs'" in msg and SECRET not in msg
+
+
+@pytest.mark.parametrize("text", ["spark.conf.spark.hadoop.fs.s3a.secret.key:HUNTER2", "s3.secret HUNTER2",
+                                  "rank.max_pixels 200704 HUNTER2"])
+def test_a_set_without_equals_never_shows_a_value_typed_after_a_key(text: str) -> None:
+    """A value typed with ':' or a space instead of '=' after a section name is never echoed."""
+    from georank.config.load import parse_override
+
+    with pytest.raises(ConfigError, match="the text is not shown") as info:
+        parse_override(text)
+    assert "HUNTER2" not in str(info.value)
+
+
+def test_a_validator_of_ours_reads_as_one_sentence() -> None:
+    with pytest.raises(ConfigError, match=r"config key 'input.catalogue' .*: expected input.catalogue.image_uri_column "
+                                          r"or image_bytes_column, got neither$"):
+        load_config(ROOT / "conf" / "local.yaml", ["input.catalogue.image_uri_column=null"])

@@ -178,10 +178,12 @@ def _describe(err: dict[str, Any], source: str, root: type[BaseModel] | None = N
         got = describe_got(got_value, show_number=True)  # a bound of a numeric key: the number helps
     elif kind == "int_from_float":
         expected, got = "an integer", "a number with a fractional part"
+    elif kind == "value_error":  # a validator of ours (e.g. CatalogueConfig's): its text says it all
+        # and holds no input value (they are written so); pydantic prefixes "Value error, ".
+        return f"config key '{key}' in {source}: {err['msg'].removeprefix('Value error, ')}"
     else:
         # pydantic's words for the rest ("Input should be a valid tuple", "List should have at
-        # least 2 items after validation, not 1") hold no input value; a validator of ours (none
-        # today) must keep it so: its ValueError text lands here.
+        # least 2 items after validation, not 1") hold no input value.
         msg = err["msg"]
         expected = _TYPE_WORDS.get(kind) or (msg[len("Input should be "):] if msg.startswith("Input should be ") else msg[:1].lower() + msg[1:])
     return f"config key '{key}' in {source}: expected {expected}, got {got}"
@@ -304,11 +306,14 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
         head = text.partition("=")[0]
         if "=" in text and head.count('"') % 2:
             raise ConfigError(f"bad --set key {head.strip()!r}: expected every double quote closed, {_SET_EXAMPLE}")
-        if text.split(".")[0].strip().strip('"') in GeorankConfig.model_fields:  # a key: safe to name
-            raise ConfigError(f"bad --set {text!r}: expected KEY=VALUE with a dotted key, {_SET_EXAMPLE}, got no '='")
+        # Name the text only when ALL of it is a plain dotted key under a config section: a value
+        # typed with ':' or a space instead of '=' ("s3.secret:VALUE") is never shown.
+        if re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w-]*)*", text.strip()) and \
+                text.split(".")[0].strip() in GeorankConfig.model_fields:
+            raise ConfigError(f"bad --set {text.strip()!r}: expected KEY=VALUE with a dotted key, {_SET_EXAMPLE}, got no '='")
         raise ConfigError(
             f"bad --set: expected KEY=VALUE with a dotted key, {_SET_EXAMPLE}, got no '=' "
-            "(the text is not shown: it names no config section, so it may be a value)"
+            "(the text is not shown: it is not a plain dotted key, so it may hold a value)"
         )
     key, raw = split[0].strip(), split[1]
     if not key:
