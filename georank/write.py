@@ -14,10 +14,12 @@ groups): ::
 
 Transaction versions come from the table, never from a clock: a run reads the table's version
 when it starts and commits with that + 1 under its key's app id (one per run date for the
-nightly job, one per run for evaluate, one per table for whole-table builds). Of two runs of one
-key that started before either committed, the first to commit lands and the other is skipped by
-Delta and fails loudly; a run started after a commit of its key has a higher version and lands.
-Drivers whose clocks differ order nothing here.
+nightly job, one per table for whole-table builds). Runs of one key are thus ordered by the table
+version they started at: a run is skipped by Delta (and fails loudly) when a run of its key that
+started at the same or a later table version committed first, so an older run never undoes a
+newer one; of two runs that started between the same two commits of the table, the first to
+commit wins. A run that started after any later commit of the table counts as the newer one and
+replaces the other's rows, as a rerun does. Drivers whose clocks differ order nothing here.
 
 Modes: ``replace`` swaps one ``run_date``'s rows (``replaceWhere``), ``error`` appends one
 ``run_date`` only if it has no rows yet (checked under the lock), ``append`` appends,
@@ -85,8 +87,9 @@ class Txn:
 
 
 def begin(spark: "SparkSession", uri: str, app_id: str) -> Txn:
-    """The transaction a run will commit with, decided from the table at the run's START: of two
-    runs of one ``app_id`` that both start before either commits, only the first commit lands."""
+    """The transaction a run will commit with, decided from the table at the run's START (its
+    version + 1): a commit of ``app_id`` from a run that started at the same or a later table
+    version makes this run's commit be skipped (see the module docstring)."""
     version = table_version(spark, uri)
     return Txn(app_id, 0 if version is None else version + 1)
 
@@ -109,18 +112,20 @@ def _check_columns(spark: "SparkSession", uri: str, table: str) -> None:
     if got == want:
         return
     if [c for c in want if c[0] in {n for n, _ in got}] == got:  # only new columns missing
-        target = "delta.`" + uri.replace("`", "``") + "`"
-        names = [n for n, _ in got]
+        have = {n for n, _ in got}
+        added = []
         for i, f in enumerate(declared):
-            if f.name in names:
-                continue
-            comment = str(f.metadata.get("comment", "")).replace("\\", "\\\\").replace("'", "\\'")
-            where = f"AFTER `{declared[i - 1].name}`" if i else "FIRST"
-            spark.sql(f"ALTER TABLE {target} ADD COLUMNS (`{f.name}` {f.dataType.simpleString()} "
-                      f"COMMENT '{comment}' {where})")
-            names.insert(i, f.name)
-        log.warning("table %s at %s: added the columns %s that this georank declares (null on older rows)",
-                    table, uri, [n for n, _ in want if n not in {m for m, _ in got}])
+            if f.name not in have:
+                comment = str(f.metadata.get("comment", "")).replace("\\", "\\\\").replace("'", "\\'")
+                where = f"AFTER `{declared[i - 1].name}`" if i else "FIRST"
+                added.append(f"`{f.name}` {f.dataType.simpleString()} COMMENT '{comment}' {where}")
+        try:  # ONE commit adds them all: a crash never leaves a half-migrated table
+            spark.sql(f"ALTER TABLE delta.`{uri.replace('`', '``')}` ADD COLUMNS ({', '.join(added)})")
+            log.warning("table %s at %s: added the columns %s that this georank declares (null on older rows)",
+                        table, uri, [n for n, _ in want if n not in have])
+        except Exception as exc:  # noqa: BLE001 - another driver migrated it at the same moment: checked below
+            log.info("table %s at %s: adding columns failed (%s); checking the table as it is now", table, uri,
+                     exc.__class__.__name__)
         got = [(f.name, f.dataType.simpleString()) for f in spark.read.format("delta").load(uri).schema]
     if got != want:
         raise SchemaError(f"table {table} at {uri}: expected columns {want}, got {got}")

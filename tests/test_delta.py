@@ -75,15 +75,11 @@ def _eval_df(spark, run_id: str):  # type: ignore[no-untyped-def]
 
 def test_two_appends_that_started_together_both_land_with_their_own_keys(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Issue 22 item 3, reproduced: ONE app id for every evaluate run, and the run that started
-    first commits last: Delta drops its rows silently. Per-run keys keep both; the old way,
-    through the writer, now fails loudly instead of reporting ok."""
-    from georank.spark.evaluate import txn_app_id
-
+    first commits last: Delta drops its rows silently; through the writer that now fails loudly.
+    The evaluate job appends without a transaction id (each run is its own append): both land."""
     uri = str(tmp_path / "eval")
-    long_run = write.begin(spark, uri, txn_app_id("long"))  # started first
-    short_run = write.begin(spark, uri, txn_app_id("short"))
-    write.commit(_eval_df(spark, "short"), uri, table="eval_results", mode="append", txn=short_run, label="short")
-    write.commit(_eval_df(spark, "long"), uri, table="eval_results", mode="append", txn=long_run, label="long")
+    write.commit(_eval_df(spark, "short"), uri, table="eval_results", mode="append", label="short")
+    write.commit(_eval_df(spark, "long"), uri, table="eval_results", mode="append", label="long")
     assert sorted(r["run_id"] for r in write.read_arrow(uri).to_pylist()) == ["long", "short"]
     # the shared key of before: the earlier-started run is skipped by Delta, and the writer says so
     shared_new = write.Txn("georank-evaluate", 2000)
@@ -104,9 +100,8 @@ def test_two_creators_of_one_table_both_succeed(spark, tmp_path: Path) -> None: 
 
     def run(run_id: str) -> None:
         try:
-            txn = write.begin(spark, uri, f"georank-evaluate:{run_id}")
             barrier.wait()
-            write.commit(_eval_df(spark, run_id), uri, table="eval_results", mode="append", txn=txn, label=run_id)
+            write.commit(_eval_df(spark, run_id), uri, table="eval_results", mode="append", label=run_id)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -147,8 +142,10 @@ def test_transaction_versions_come_from_the_table_not_a_clock(spark, tmp_path: P
 
 def test_a_table_of_an_older_georank_gets_the_new_columns_in_place(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A results table written before columns were added (e.g. the place names): the next commit
-    adds them where the schema declares them, null on the old rows; a foreign column still fails."""
+    adds them where the schema declares them, in one commit, null on the old rows (a foreign layout
+    still fails: test_existing_table_with_other_columns_is_refused)."""
     import pyarrow as pa
+    from deltalake import DeltaTable
 
     uri = str(tmp_path / "results")
     new = {"country_code", "admin1", "place", "place_dist_km"} & set(S.RESULTS.names)
@@ -161,3 +158,6 @@ def test_a_table_of_an_older_georank_gets_the_new_columns_in_place(spark, tmp_pa
     got = write.read_arrow(uri)
     assert got.schema.names == S.RESULTS.names
     assert got.to_pylist()[0]["photo_id"] == "old"
+    assert all(got.to_pylist()[0][c] is None for c in new)  # null on the older rows
+    assert [h["operation"] for h in DeltaTable(uri).history()][0] == "ADD COLUMNS"  # one commit for them all
+    assert len(DeltaTable(uri).history()) == 2

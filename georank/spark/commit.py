@@ -49,8 +49,7 @@ def txn_app_id(run_date: dt.date) -> str:
     """The Delta transaction app id of a date's commits. Delta keeps ONE version per app id and per
     table and skips a commit whose version is not above it, so the id names the date: runs of
     other dates never shadow each other. The version is the table's at the run's start + 1
-    (:func:`begin`): of two runs of one date that both started before either committed, the first
-    to commit wins and the other fails."""
+    (:func:`begin`): an older run never undoes a newer one (:mod:`georank.write`)."""
     return f"{TXN_APP_PREFIX}:{run_date.isoformat()}"
 
 
@@ -238,8 +237,8 @@ def commit_results(
 
     ``mode="overwrite"``: ``replaceWhere run_date = D``; ``mode="error"``: only if the date has no
     rows (checked under the table's commit lock). ``txn`` comes from :func:`begin` at the run's
-    start: of two runs of one date that both started before either committed, the second to
-    commit is skipped by Delta and fails here (:class:`RunError`), never silently. Views are
+    start: a run whose date got a commit from a run that started at the same or a later table
+    version is skipped by Delta and fails here (:class:`RunError`), never silently. Views are
     (re)declared after the commit; a failure there is a warning, never a failed run.
     """
     uri = cfg.resolve(cfg.tables.results)

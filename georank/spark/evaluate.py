@@ -37,18 +37,7 @@ from georank.storage import pin_artifacts
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
-    from georank.write import Txn
-
 log = logging.getLogger(__name__)
-
-TXN_APP_PREFIX = "georank-evaluate"  # Delta txnAppId of the evaluate job's appends: one per run
-
-
-def txn_app_id(run_id: str) -> str:
-    """The transaction app id of one evaluate run's append. ONE id shared by every run (as before)
-    made Delta silently drop the rows of a run that started first and committed last."""
-    return f"{TXN_APP_PREFIX}:{run_id}"
-
 
 def _evaluate_step(run: RunInfo, *, reference: bool) -> Callable[[pa.Table, GeorankConfig], pa.Table]:
     """The core function of the evaluate stage (PHOTOS, or REFERENCE_FRAME rows with ``reference``
@@ -131,14 +120,13 @@ def _adapter_versions(preds: pa.Table) -> dict[str, str | None]:
     return out
 
 
-def _append_results(spark: "SparkSession", table: pa.Table, uri: str, *, txn: "Txn", run_id: str,
-                    cfg: GeorankConfig) -> int:
-    """Append the run's EVAL_RESULTS rows in one commit through the one writer (georank.write):
-    its own transaction app id per run, so concurrent evaluate runs never skip each other."""
-    from georank import write
-
+def _append_results(spark: "SparkSession", table: pa.Table, uri: str, *, run_id: str, cfg: GeorankConfig) -> int:
+    """Append the run's EVAL_RESULTS rows in one commit through the one writer (georank.write),
+    labelled with the run id and checked in the history. No transaction id: every evaluate run is
+    its own append, and ONE app id shared by every run (as before) made Delta silently drop the
+    rows of a run that started first and committed last."""
     df = spark.createDataFrame(table.to_pylist(), S.spark_schema(S.EVAL_RESULTS))
-    return write.commit(df.coalesce(1), uri, table="eval_results", mode="append", txn=txn, label=run_id, cfg=cfg)
+    return write.commit(df.coalesce(1), uri, table="eval_results", mode="append", label=run_id, cfg=cfg)
 
 
 def run_evaluate(
@@ -170,7 +158,6 @@ def run_evaluate(
         check_sources(cfg)
     check_compare_adapters(cfg)
     results_uri = cfg.resolve(cfg.tables.eval_results)
-    txn = write.begin(spark, results_uri, txn_app_id(run_id))  # per run: no other run shares it
     t0 = time.monotonic()
     bench = read_benchmark(cfg.resolve(benchmark_uri), cfg.evaluate, cfg.s3)
     reference = candidates == "reference"
@@ -220,7 +207,7 @@ def run_evaluate(
                                    np.nan if full[p]["lon_deg"] is None else full[p]["lon_deg"]] for p in ids], dtype=np.float64),
     )
     t1 = time.monotonic()
-    version = _append_results(spark, results_table(rep, run_at=dt.datetime.now(dt.UTC)), results_uri, txn=txn,
+    version = _append_results(spark, results_table(rep, run_at=dt.datetime.now(dt.UTC)), results_uri,
                               run_id=run_id, cfg=cfg)
     t2 = time.monotonic()
     report_dir = Path(cfg.resolve(cfg.evaluate.report_dir)) / run_id

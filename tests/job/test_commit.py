@@ -275,3 +275,26 @@ def test_staging_clean_up_skips_a_folder_that_vanishes_while_checked(spark, tmp_
 
     monkeypatch.setattr(commit, "_read_text", vanishing)
     assert commit.remove_stale_staging(spark, cfg, now_ms=now) == ["geotag-20000101T000000Z-dead"]
+
+
+def test_a_run_that_started_after_another_commit_is_the_newer_one(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Runs of one date are ordered by the table version they started at: A starts, another date
+    commits, B (same date as A) starts; A commits first, then B, the newer, replaces it as a rerun
+    does. The other order (B first) skips A: an older run never undoes a newer one."""
+    cfg = _cfg(tmp_path)
+    commit.commit_results(_df(spark, _rows("seed", D2, ["s"])), cfg, run_id="seed", run_date=D2,
+                          txn=commit.begin(spark, cfg, D2), mode="overwrite")
+    a = commit.begin(spark, cfg, D1)
+    commit.commit_results(_df(spark, _rows("other", D2, ["o"])), cfg, run_id="other", run_date=D2,
+                          txn=commit.begin(spark, cfg, D2), mode="overwrite")
+    b = commit.begin(spark, cfg, D1)
+    assert b.version > a.version
+    commit.commit_results(_df(spark, _rows("a", D1, ["x"])), cfg, run_id="a", run_date=D1, txn=a, mode="overwrite")
+    commit.commit_results(_df(spark, _rows("b", D1, ["x"])), cfg, run_id="b", run_date=D1, txn=b, mode="overwrite")
+    assert _by_date(cfg.tables.results)[D1] == {"b"}
+    c = commit.begin(spark, cfg, D1)  # c and d start at one table version: d commits first, c is skipped
+    d = commit.begin(spark, cfg, D1)
+    commit.commit_results(_df(spark, _rows("d", D1, ["x"])), cfg, run_id="d", run_date=D1, txn=d, mode="overwrite")
+    with pytest.raises(RunError, match="Delta skipped it"):
+        commit.commit_results(_df(spark, _rows("c", D1, ["x"])), cfg, run_id="c", run_date=D1, txn=c, mode="overwrite")
+    assert _by_date(cfg.tables.results)[D1] == {"d"}
