@@ -5,9 +5,9 @@ raised, so failed runs leave their row too (they are the ones an operator looks 
 built from the run's summary (:func:`run_row`: status, the summary's error text, which is already
 safe to print, counts, seconds per stage, versions, backlog, the whole summary as JSON) and
 appended in ONE commit through :func:`georank.write.commit` (``mode="append"``, labelled with the
-run id) on the job's Spark session, or a new one for a run that failed before it had one (a bad
-input path). Writing the row never changes the run's exit code or its summary line: a failure to
-write it is a logged warning. A config error (exit 2 before any config exists) writes no row: there
+run id) on the job's active Spark session; a job that never started one leaves no row. Writing
+the row never changes the run's exit code or its summary line: a failure to write it is a logged
+warning. A config error (exit 2 before any config exists) writes no row: there
 is no ``tables.runs`` to write to.
 """
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 _COUNTS = ("read", "predicted", "errors")
+RUNS_LOCK_WAIT_S = 60.0  # the longest a runs row waits for the runs table's commit lock
 
 
 def _long(value: Any) -> int | None:
@@ -139,7 +140,11 @@ def append_run(spark: "SparkSession", cfg: "GeorankConfig", row: dict[str, Any])
     maps = [f.name for f in S.RUNS if pa.types.is_map(f.type)]
     values = [dict(checked[c]) if c in maps and checked[c] is not None else checked[c] for c in S.RUNS.names]
     df = spark.createDataFrame([tuple(values)], S.spark_schema(S.RUNS))
-    return commit(df, cfg.resolve(cfg.tables.runs), table="runs", mode="append", label=row["run_id"], cfg=cfg)
+    # A runs row waits at most a minute for another driver's commit lock on the runs table: the
+    # job's summary line and exit code wait for it.
+    short = cfg.model_copy(update={"write": cfg.write.model_copy(update={"commit_lock_wait_s": min(
+        cfg.write.commit_lock_wait_s, RUNS_LOCK_WAIT_S)})})
+    return commit(df, cfg.resolve(cfg.tables.runs), table="runs", mode="append", label=row["run_id"], cfg=short)
 
 
 def record_run(
@@ -153,18 +158,24 @@ def record_run(
 ) -> bool:
     """Write the run's row to ``tables.runs`` (True when written). Never raises: without a config
     (a config error) or with ``tables.runs: null`` there is nothing to write; any failure (no Spark,
-    the table, the commit) is a logged warning. The Spark session is the job's when one is active,
-    else a new one from the config (a run that failed before it made its own)."""
+    the table, the commit) is a logged warning. The row is written on the job's active Spark session;
+    a job without one (a driver-only job, or one that failed before starting Spark) leaves no row:
+    starting a JVM only for it would delay every such job's exit."""
     if cfg is None:
         log.info("run %s: no config was loaded, so no row in the runs table", summary.get("run_id"))
         return False
     if cfg.tables.runs is None:
         return False
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:  # a driver-only job (build_cells, prepare_mp16, ...) or one that failed first
+        log.info("run %s: no Spark session, so no row in the runs table (jobs that never start Spark "
+                 "leave none)", summary.get("run_id"))
+        return False
     try:
         row = run_row(summary, exit_code=exit_code, started_at=started_at, ended_at=ended_at, run_date=run_date)
-        from georank.spark.session import get_spark
-
-        version = append_run(get_spark(cfg), cfg, row)
+        version = append_run(spark, cfg, row)
         log.info("run %s: its row is version %d of the runs table %s", row["run_id"], version, cfg.tables.runs)
         return True
     except Exception as exc:  # noqa: BLE001 - the run's own outcome stands whatever happens here

@@ -268,11 +268,24 @@ def get_scorer(cfg: RankConfig, s3: S3Config, *, resolve: Callable[[str], str]) 
     two URIs, their versions, the rank config and the concrete device (``cuda:N``: a reused worker
     given another GPU builds its own copy there). Runs on executors.
     """
+    from georank.resources import cached, device_key
+    from georank.storage import pinned_version
+
+    base_uri, adapter_uri = resolve(cfg.base_model_uri), resolve(cfg.adapter_uri)
+    pins = (pinned_version(base_uri), pinned_version(adapter_uri))
+    settings = (json.dumps(cfg.model_dump(), sort_keys=True), device_key(cfg.device))
+    if all(pins):  # inside the run's pins: per batch, a dict look-up; the files are checked once, at the build
+        return cached("georanker-pinned", (base_uri, *pins, adapter_uri, *settings),  # type: ignore[return-value]
+                      lambda: get_scorer_unpinned(base_uri, adapter_uri, cfg, s3))
+    return get_scorer_unpinned(base_uri, adapter_uri, cfg, s3)
+
+
+def get_scorer_unpinned(base_uri: str, adapter_uri: str, cfg: RankConfig, s3: S3Config) -> Scorer:
+    """:func:`get_scorer` outside a run's pins: the artifacts' versions are read on every call."""
     from georank.rank.checkpoint import adapter_version, model_version
     from georank.resources import cached, device_key
     from georank.storage import local_path
 
-    base_uri, adapter_uri = resolve(cfg.base_model_uri), resolve(cfg.adapter_uri)
     base_dir, adapter_dir = local_path(base_uri, s3), local_path(adapter_uri, s3)
     mv, av = model_version(base_dir), adapter_version(adapter_dir)
     key = (base_uri, mv, adapter_uri, av, json.dumps(cfg.model_dump(), sort_keys=True), device_key(cfg.device))

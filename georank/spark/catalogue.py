@@ -115,8 +115,7 @@ def _is_current(versions: Versions) -> "Column":
 def photo_state(results: "DataFrame", versions: Versions, run_date: dt.date) -> "DataFrame":
     """Per photo id of the results table (tonight's date left out): ``_current`` (a prediction from
     ``versions``), ``_predicted`` (a prediction from any), ``_permanent`` (a non-transient error from
-    ``versions``), ``_attempts`` (nights with a transient error from ``versions``: a photo has one
-row per night, its commit replacing the date's rows). One shuffle."""
+    ``versions``), ``_attempts`` (distinct nights with a transient error from ``versions``). One shuffle."""
     from pyspark.sql import functions as F
 
     err = F.col("error_stage").isNotNull()
@@ -129,8 +128,8 @@ row per night, its commit replacing the date's rows). One shuffle."""
             F.max(~err & current).alias("_current"),
             F.max(~err).alias("_predicted"),
             F.max(err & current & ~transient).alias("_permanent"),
-            # one row per photo and night (a night's commit replaces its date): rows count nights
-            F.sum(F.when(err & current & transient, F.lit(1)).otherwise(F.lit(0))).alias("_attempts"),
+            # nights, not rows: a repeated id or an input error row must not use up attempts
+            F.countDistinct(F.when(err & current & transient, F.col("run_date"))).alias("_attempts"),
         )
     )
 

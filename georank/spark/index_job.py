@@ -237,6 +237,12 @@ def run_build_index(
         check_error_fraction(what=f"index build of {gallery_uri}", read=read, errors=errors,
                              max_fraction=cfg.write.max_error_fraction,
                              top=top_failure(prepared) if errors else None)  # before any write
+        versions = [r["embed_version"] for r in ok_groups]
+        if len(versions) != 1:
+            raise GalleryIndexError(f"expected one embedder version across the gallery, got {sorted(versions)}")
+        dim = int(ok_groups[0]["dim_max"])
+        if int(ok_groups[0]["dim_min"]) != dim:
+            raise GalleryIndexError(f"expected every embedding to have one dim, got {ok_groups[0]['dim_min']}..{dim}")
         t = time.monotonic()
         label = run_id or f"build_index-{index_uri}-{time.time_ns()}"
         write.commit(
@@ -248,12 +254,6 @@ def run_build_index(
             errors_uri, table="gallery_errors", run_date=run_date.isoformat(), mode="replace",
             txn=errors_txn, label=label, cfg=cfg,
         )
-        versions = [r["embed_version"] for r in ok_groups]
-        if len(versions) != 1:
-            raise GalleryIndexError(f"expected one embedder version across the gallery, got {sorted(versions)}")
-        dim = int(ok_groups[0]["dim_max"])
-        if int(ok_groups[0]["dim_min"]) != dim:
-            raise GalleryIndexError(f"expected every embedding to have one dim, got {ok_groups[0]['dim_min']}..{dim}")
         write.commit(
             ok.select("gallery_id", "embedding", "lat_deg", "lon_deg", "embed_version"),
             embeddings_uri, table="gallery_embeddings", mode="overwrite", txn=embeddings_txn, label=label, cfg=cfg,

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 from georank import write
 from georank.config import GeorankConfig
 from georank.errors import ConfigError, InputError, SchemaError
+from georank.spark.catalogue import GEORANK_SOURCE
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
-SOURCE_VALUE = "georank"  # the source column's value on every location georank publishes
+SOURCE_VALUE = GEORANK_SOURCE  # the source column's value on every location georank publishes (one definition)
 # Provenance columns: config key -> (SQL type of the column, value from the source row s)
 _SOURCE = ("STRING", f"'{SOURCE_VALUE}'")
 _PROVENANCE = {

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from georank import guards
 from georank.config import GeorankConfig
 from georank.errors import InputError, PhotoError, WriteError
 from georank.schema import GALLERY, TRAINING_GROUPS
@@ -123,6 +124,13 @@ def build_training_data(
     rows = sample_queries(gallery.column("gallery_id").to_numpy(), n_queries or cfg.train.queries, seed=cfg.train.seed)
     uris = [gallery.column("uri")[int(r)].as_py() for r in rows]
     ok, vectors, failed = embed_queries(cfg, uris)
+    # Before the write, as every job's: a build whose query photos mostly failed (an outage) never
+    # replaces the training data.
+    guards.check_not_empty(what="training data", read=len(uris), source=cfg.resolve(cfg.tables.gallery), allow_empty=False)
+    worst = max(failed.items(), key=lambda kv: kv[1]) if failed else None
+    guards.check_error_fraction(what="training data", read=len(uris), errors=sum(failed.values()),
+                                max_fraction=cfg.write.max_error_fraction,
+                                top=guards.TopFailure(worst[0], "query photos that could not be used", worst[1]) if worst else None)
     rows = rows[ok]
     neighbours = search(cfg, vectors, k=cfg.retrieve.k + 1, manifest=manifest)
     version = f"{g_version}+index:{manifest.index_version}"
