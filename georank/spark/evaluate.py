@@ -5,8 +5,8 @@ Driver side: :func:`run_evaluate` reads the benchmark file, partitions its photo
 retrieve, then NN, [L]kNN, the ranker and the full method on the same neighbours), collects
 the EVAL_PREDICTIONS rows (a benchmark is thousands of rows), checks that every benchmark
 row has exactly one row per method, and computes the metrics over EVERY row on the driver.
-Outputs: the EVAL_RESULTS Delta table (``tables.eval_results``, appended once per run with an
-idempotent transaction id) and the report folder ``<evaluate.report_dir>/<run id>/``.
+Outputs: the EVAL_RESULTS Delta table (``tables.eval_results``, one append per run labelled with
+the run id and checked in the history, :func:`georank.write.commit`) and the report folder ``<evaluate.report_dir>/<run id>/``.
 
 It reads no nightly table: its predictions are its own. The closure shipped to executors
 captures only the config as a dict and the run info.
