@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from georank.config import GeorankConfig, load_config
-from georank.config.load import describe_validation_error
+from georank.config.messages import describe_validation_error
 from georank.errors import ConfigError, GeorankError, SetupError
 from georank.runs import record_run
 

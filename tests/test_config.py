@@ -226,7 +226,7 @@ def test_a_misspelt_section_before_a_dotted_spark_key_still_fails_naming_the_key
                                   "rank.max_pixels 200704 HUNTER2"])
 def test_a_set_without_equals_never_shows_a_value_typed_after_a_key(text: str) -> None:
     """A value typed with ':' or a space instead of '=' after a section name is never echoed."""
-    from georank.config.load import parse_override
+    from georank.config.overrides import parse_override
 
     with pytest.raises(ConfigError, match="the text is not shown") as info:
         parse_override(text)

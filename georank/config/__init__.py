@@ -16,14 +16,18 @@ same whatever directory it is launched from and wherever its config file lives.
 
 The package is split by job: :mod:`.base` (the section base class), :mod:`.platform` (Spark,
 tables, the commit, S3), :mod:`.steps` (the pipeline's steps), :mod:`.learning` (demo, training,
-evaluation) and :mod:`.load` (the whole config and its loading); import from ``georank.config``.
+evaluation), :mod:`.publish`, :mod:`.model` (the whole config), :mod:`.overrides` (``--set``),
+:mod:`.messages` (error sentences that never show a value) and :mod:`.load` (loading and
+validation); import from ``georank.config``.
 """
 
 from __future__ import annotations
 
 from georank.config.base import Device, DType
 from georank.config.learning import BenchmarkColumnsConfig, DemoConfig, EvaluateConfig, TrainConfig, TrainDistributedConfig, TrainLoraConfig
-from georank.config.load import GeorankConfig, load_config, parse_override, project_home, validate_config
+from georank.config.load import load_config, project_home, validate_config
+from georank.config.model import GeorankConfig
+from georank.config.overrides import parse_override
 from georank.config.platform import GpuConfig, S3Config, SparkConfig, TablesConfig, WriteConfig
 from georank.config.steps import (
     CandidatesConfig,
