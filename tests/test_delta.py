@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from georank import results, write
 from georank import schema as S
-from georank import write
 from georank.errors import SchemaError, WriteError
 
 pytestmark = pytest.mark.spark
@@ -51,7 +51,7 @@ def test_replace_is_idempotent_and_error_mode_refuses(spark, tmp_path: Path) -> 
     for run in ("r1", "r2"):
         df = _errors_df(spark, [("b", None, "read", "x", run, d2), ("c", None, "read", "y", run, d2)])
         write.commit(df, uri, table="gallery_errors", run_date="2026-11-23", mode="replace", label=run)
-    rows = write.read_arrow(uri).to_pylist()
+    rows = results.read_arrow(uri).to_pylist()
     assert sorted((r["photo_id"], r["run_id"]) for r in rows) == [("a", "r0"), ("b", "r2"), ("c", "r2")]
     with pytest.raises(WriteError, match="already has rows for run_date 2026-11-23; expected none with mode 'error'"):
         write.commit(_errors_df(spark, [("d", None, "read", "x", "r3", d2)]), uri, table="gallery_errors",
@@ -80,14 +80,14 @@ def test_two_appends_that_started_together_both_land_with_their_own_keys(spark, 
     uri = str(tmp_path / "eval")
     write.commit(_eval_df(spark, "short"), uri, table="eval_results", mode="append", label="short")
     write.commit(_eval_df(spark, "long"), uri, table="eval_results", mode="append", label="long")
-    assert sorted(r["run_id"] for r in write.read_arrow(uri).to_pylist()) == ["long", "short"]
+    assert sorted(r["run_id"] for r in results.read_arrow(uri).to_pylist()) == ["long", "short"]
     # the shared key of before: the earlier-started run is skipped by Delta, and the writer says so
     shared_new = write.Txn("georank-evaluate", 2000)
     shared_old = write.Txn("georank-evaluate", 1000)
     write.commit(_eval_df(spark, "new"), uri, table="eval_results", mode="append", txn=shared_new, label="new")
     with pytest.raises(WriteError, match=r"expected the commit labelled old in the table's history, got none: Delta skipped it"):
         write.commit(_eval_df(spark, "old"), uri, table="eval_results", mode="append", txn=shared_old, label="old")
-    assert sorted(r["run_id"] for r in write.read_arrow(uri).to_pylist()) == ["long", "new", "short"]
+    assert sorted(r["run_id"] for r in results.read_arrow(uri).to_pylist()) == ["long", "new", "short"]
 
 
 def test_two_creators_of_one_table_both_succeed(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -111,7 +111,7 @@ def test_two_creators_of_one_table_both_succeed(spark, tmp_path: Path) -> None: 
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(r["run_id"] for r in write.read_arrow(uri).to_pylist()) == ["a", "b"]
+    assert sorted(r["run_id"] for r in results.read_arrow(uri).to_pylist()) == ["a", "b"]
 
 
 def test_transaction_versions_come_from_the_table_not_a_clock(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -133,11 +133,11 @@ def test_transaction_versions_come_from_the_table_not_a_clock(spark, tmp_path: P
     with pytest.raises(WriteError, match="Delta skipped it"):
         write.commit(_errors_df(spark, [("a", None, "read", "x", "A", d)]), uri, table="gallery_errors",
                      run_date="2026-11-23", mode="replace", txn=a, label="A")
-    assert [r["run_id"] for r in write.read_arrow(uri).to_pylist()] == ["B"]
+    assert [r["run_id"] for r in results.read_arrow(uri).to_pylist()] == ["B"]
     c = write.begin(spark, uri, "georank-geotag:2026-11-23")  # a rerun started after B committed
     write.commit(_errors_df(spark, [("c", None, "read", "x", "C", d)]), uri, table="gallery_errors", run_date="2026-11-23",
                  mode="replace", txn=c, label="C")
-    assert [r["run_id"] for r in write.read_arrow(uri).to_pylist()] == ["C"]
+    assert [r["run_id"] for r in results.read_arrow(uri).to_pylist()] == ["C"]
 
 
 def test_a_table_of_an_older_georank_gets_the_new_columns_in_place(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -155,7 +155,7 @@ def test_a_table_of_an_older_georank_gets_the_new_columns_in_place(spark, tmp_pa
     spark.createDataFrame(pa.Table.from_pylist([row], schema=older).to_pylist(), S.spark_schema(older)) \
         .write.format("delta").partitionBy("run_date").save(uri)
     write.ensure_table(spark, uri, table="results")
-    got = write.read_arrow(uri)
+    got = results.read_arrow(uri)
     assert got.schema.names == S.RESULTS.names
     assert got.to_pylist()[0]["photo_id"] == "old"
     assert all(got.to_pylist()[0][c] is None for c in new)  # null on the older rows

@@ -7,7 +7,7 @@ stores as column comments). Units are in the names: ``lat_deg``, ``spread_km``.
 Tables (persisted, Delta):
     RESULTS (the nightly table: one row per photo per run date, a prediction or an error),
     ERRORS (gallery_errors), GALLERY, GALLERY_EMBEDDINGS, RUNS (one row per run of every job, :mod:`.runs`)
-Views of RESULTS (documented filters, georank.write.read_predictions / read_errors):
+Views of RESULTS (documented filters, georank.results.read_predictions / read_errors):
     PREDICTIONS (error_stage IS NULL), ERRORS (error_stage IS NOT NULL, renamed stage/reason)
 Frames (between stages, in memory / Arrow batches):
     PHOTOS (job input), DECODED (after the CPU stage), CANDIDATES

@@ -175,7 +175,7 @@ PARTITION_BY: dict[str, tuple[str, ...]] = {
 
 # The nightly results table (tables.results) and what the accelerator stage returns for each
 # photo: a prediction row, or the same columns with nulls plus the failing stage and reason.
-# PREDICTIONS and ERRORS are its two documented filters (georank.write.read_predictions/read_errors).
+# PREDICTIONS and ERRORS are its two documented filters (georank.results.read_predictions/read_errors).
 RESULTS = pa.schema(
     [_f("photo_id", pa.string(), "Catalogue id of the photo (null only on an input error row: the row had none)")]
     + list(PREDICTIONS)[1:]

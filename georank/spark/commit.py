@@ -32,7 +32,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from georank import write
+from georank import results, write
 from georank.config import GeorankConfig
 from georank.errors import RunError, SkippedCommitError, WriteError
 
@@ -59,8 +59,8 @@ def _now_ms() -> int:
 
 def staging_root(cfg: GeorankConfig) -> str:
     """``<results parent>/_staging/<results name>``: where runs stage, one folder per run id."""
-    results = cfg.resolve(cfg.tables.results).rstrip("/")
-    parent, _, name = results.rpartition("/")
+    table = cfg.resolve(cfg.tables.results).rstrip("/")
+    parent, _, name = table.rpartition("/")
     return f"{parent}/_staging/{name}"
 
 
@@ -258,7 +258,7 @@ def commit_results(
     log.info("run %s: committed as version %d of %s", run_id, landed, uri)
     if cfg.tables.views_schema:
         try:
-            write.create_views(staged.sparkSession, uri, schema_name=cfg.tables.views_schema)
+            results.create_views(staged.sparkSession, uri, schema_name=cfg.tables.views_schema)
         except Exception as exc:  # noqa: BLE001 - the night is committed; the views are a convenience
             log.warning("run %s: committed, but declaring the views in %s failed: %s", run_id,
                         cfg.tables.views_schema, str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)

@@ -1,6 +1,6 @@
 """Hand the answers back (driver side): the latest predictions into the catalogue's location columns.
 
-    latest predictions (results table, georank.write.latest_sql: one per photo, the newest)
+    latest predictions (results table, georank.results.latest_sql: one per photo, the newest)
       -> thresholds     confidence >= publish.min_confidence, spread_km <= publish.max_spread_km
       -> ONE Delta MERGE into the catalogue (georank.write.merge), update only, where AT MERGE TIME
                         the row's location is null (latitude and longitude both null), or it is
@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from georank import write
+from georank import results, write
 from georank.config import GeorankConfig
 from georank.errors import ConfigError, InputError, SchemaError
 from georank.spark.catalogue import GEORANK_SOURCE
@@ -170,7 +170,7 @@ def run_publish(
         raise InputError(f"results table {results_uri}: expected a Delta table written by jobs/geotag.py, got none")
 
     id_type = next(f.dataType for f in target.schema.fields if f.name.lower() == cols.id.lower())
-    latest = spark.sql(write.latest_sql("delta.`" + results_uri.replace("`", "``") + "`"))
+    latest = spark.sql(results.latest_sql("delta.`" + results_uri.replace("`", "``") + "`"))
     # The catalogue's id type (a numeric id's photo_id is its text; one that is no number matches nothing).
     latest = latest.withColumn("photo_id", F.col("photo_id").try_cast(id_type))
     on, unlocated, newer_georank = _conditions(cols)

@@ -13,13 +13,10 @@ N_PHOTOS = 4
 
 
 def _predictions(cfg):  # type: ignore[no-untyped-def]
-    """The run's prediction rows, read back with delta-rs (a second engine). The tables are being
-    merged into one results table concurrently (issue 10/write): read whichever this tree has."""
-    from georank import write
+    """The run's prediction rows, read back with delta-rs (a second engine)."""
+    from georank import results
 
-    if hasattr(write, "read_predictions"):
-        return write.read_predictions(cfg.tables.results)
-    return write.read_arrow(cfg.tables.predictions)
+    return results.read_predictions(cfg.tables.results)
 
 
 def test_geotag_with_retrieved_generated_and_prototype_candidates(spark, tiny_world: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -18,9 +18,9 @@ from georank.catalogue import TRANSIENT_REASON, Backlog, current_versions, forma
 from georank.config import load_config
 from georank.errors import ConfigError, InputError, RunError
 from georank.index import read_manifest
+from georank.results import read_arrow
 from georank.spark.catalogue import select_night
 from georank.spark.geotag import run_geotag
-from georank.write import read_arrow
 
 pytestmark = pytest.mark.spark
 D0, D1, D2, D3, D4 = (dt.date(2026, 12, d) for d in (1, 2, 3, 4, 5))

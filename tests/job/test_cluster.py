@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from support import ROOT, tiny_conf
 
-from georank.write import read_errors, read_predictions
+from georank.results import read_errors, read_predictions
 
 pytestmark = pytest.mark.slow
 DAY = dt.date(2026, 11, 23)

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from support import tiny_conf
 
+from georank import results, write
 from georank import schema as S
-from georank import write
 from georank.config import load_config
 from georank.errors import RunError, WriteError
+from georank.results import read_arrow, read_errors, read_predictions
 from georank.spark import commit
 from georank.spark.geotag import run_geotag
-from georank.write import read_arrow, read_errors, read_predictions
 
 pytestmark = pytest.mark.spark
 D1, D2 = dt.date(2026, 11, 21), dt.date(2026, 11, 22)
@@ -244,7 +244,7 @@ def test_steps_after_the_commit_never_fail_a_committed_night(spark, tmp_path: Pa
     def broken_views(*a, **kw):  # type: ignore[no-untyped-def]
         raise RuntimeError("metastore unreachable")
 
-    monkeypatch.setattr(write, "create_views", broken_views)
+    monkeypatch.setattr(results, "create_views", broken_views)
     version = commit.commit_results(_df(spark, _rows("r", D1, ["a"])), cfg, run_id="r", run_date=D1,
                                     txn=commit.begin(spark, cfg, D1), mode="error")
     assert version >= 1 and _by_date(cfg.tables.results) == {D1: {"r"}}

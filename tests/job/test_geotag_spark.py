@@ -14,8 +14,8 @@ from support import tiny_conf
 from georank import schema as S
 from georank.config import load_config
 from georank.errors import InputError
+from georank.results import read_arrow, read_errors, read_predictions
 from georank.spark.geotag import run_geotag
-from georank.write import read_arrow, read_errors, read_predictions
 
 pytestmark = pytest.mark.spark
 DAY = dt.date(2026, 11, 23)

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from georank import results, write
 from georank import schema as S
-from georank import write
 from georank.config import load_config
 from georank.errors import SchemaError
 from georank.spark import publish
@@ -66,7 +66,7 @@ def _cfg(tmp_path: Path, *more: str):  # type: ignore[no-untyped-def]
 
 def _read(uri: str) -> dict[str, dict[str, Any]]:
     """The catalogue through the second engine (delta-rs), by photo id."""
-    return {r["photo_id"]: r for r in write.read_arrow(uri).to_pylist()}
+    return {r["photo_id"]: r for r in results.read_arrow(uri).to_pylist()}
 
 
 def _versions(uri: str) -> list[int]:
@@ -84,13 +84,13 @@ def test_read_latest_and_the_view_give_one_row_per_photo_the_newest(spark, tmp_p
     _night(spark, uri, [_pred("a", D2, "geotag-20261122T010000Z-bb", lat=11.0),
                         _pred("b", D2, "geotag-20261122T010000Z-bb", error=True),
                         _pred("c", D2, "geotag-20261122T010000Z-bb", error=True)])
-    latest = write.read_latest(uri)
+    latest = results.read_latest(uri)
     assert latest.schema.names == S.PREDICTIONS.names
     got = {r["photo_id"]: (r["run_date"], r["lat_deg"]) for r in latest.to_pylist()}
     # a: the newer night; b: its newest PREDICTION (its newest row is an error); c: never predicted
     assert got == {"a": (D2, 11.0), "b": (D1, 2.0)}
 
-    names = write.create_views(spark, uri, schema_name="georank_t23")
+    names = results.create_views(spark, uri, schema_name="georank_t23")
     assert "georank_t23.predictions_latest" in names
     view = {r["photo_id"]: (r["run_date"], r["lat_deg"]) for r in spark.table("georank_t23.predictions_latest").collect()}
     assert view == got
@@ -103,15 +103,15 @@ def test_a_tie_on_the_date_is_broken_by_the_later_run_id_in_python_and_sql(spark
     uri = str(tmp_path / "results")
     _night(spark, uri, [_pred("a", D1, "geotag-20261121T090000Z-zz", lat=9.0)], mode="append")
     _night(spark, uri, [_pred("a", D1, "geotag-20261121T010000Z-aa", lat=1.0)], mode="append")
-    assert write.read_latest(uri).column("lat_deg").to_pylist() == [9.0]
-    rows = spark.sql(write.latest_sql(f"delta.`{uri}`")).collect()
+    assert results.read_latest(uri).column("lat_deg").to_pylist() == [9.0]
+    rows = spark.sql(results.latest_sql(f"delta.`{uri}`")).collect()
     assert [r["lat_deg"] for r in rows] == [9.0]
 
 
 def test_read_latest_of_a_table_without_predictions_is_empty(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     uri = str(tmp_path / "results")
     _night(spark, uri, [_pred("a", D1, "r1", error=True)])
-    latest = write.read_latest(uri)
+    latest = results.read_latest(uri)
     assert latest.num_rows == 0 and latest.schema.names == S.PREDICTIONS.names
 
 
@@ -223,7 +223,7 @@ def test_numeric_catalogue_ids_and_configured_column_names(spark, tmp_path: Path
     _night(spark, cfg.tables.results, [_pred("7", D1, "geotag-1"), _pred("not-a-number", D1, "geotag-1")])
     got = run_publish(spark, cfg, catalogue=cat, run_id="publish-1")
     assert got["published"] == 1 and got["not_in_catalogue"] == 1
-    rows = {r["item"]: r for r in write.read_arrow(cat).to_pylist()}
+    rows = {r["item"]: r for r in results.read_arrow(cat).to_pylist()}
     assert (rows[7]["lat"], rows[7]["src"], rows[8]["lat"]) == (10.0, "georank", None)
 
 
@@ -236,7 +236,7 @@ def test_a_catalogue_without_the_provenance_columns_is_refused_naming_the_ddl(sp
     with pytest.raises(SchemaError, match=r"missing \['location_source', .*ALTER TABLE delta.`.*` ADD COLUMNS "
                                           r"\(`location_source` STRING, `location_confidence` DOUBLE"):
         run_publish(spark, cfg, catalogue=cat, run_id="publish-1")
-    assert write.read_arrow(cat).column("lat_deg").to_pylist() == [None]
+    assert results.read_arrow(cat).column("lat_deg").to_pylist() == [None]
 
 
 def test_merge_into_a_folder_without_a_delta_table_is_refused(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -21,8 +21,8 @@ from georank.config import S3Config, load_config
 from georank.errors import RunError
 from georank.io import list_images, photo_ids
 from georank.pipeline import RunInfo, decode_ahead, decode_photos, geotag_partition
+from georank.results import read_errors, read_predictions
 from georank.spark.geotag import compute_description, run_geotag
-from georank.write import read_errors, read_predictions
 
 DAY = dt.date(2026, 11, 23)
 

@@ -20,8 +20,8 @@ from PIL import Image
 from support import tiny_conf
 
 from georank.config import GeorankConfig, load_config
+from georank.results import read_errors, read_predictions
 from georank.spark.geotag import run_geotag
-from georank.write import read_errors, read_predictions
 
 pytestmark = pytest.mark.spark
 DAY = dt.date(2026, 11, 29)

@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 from support import ROOT, tiny_conf
 
-from georank.write import read_errors, read_predictions
+from georank.results import read_errors, read_predictions
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # 5 spark-submit runs in one module
 DAY, NEXT_DAY = dt.date(2026, 11, 26), dt.date(2026, 11, 27)

@@ -17,7 +17,7 @@ from support import tiny_conf
 
 from georank import schema as S
 from georank.config import load_config
-from georank.write import read_predictions
+from georank.results import read_predictions
 
 DAY = dt.date(2026, 11, 27)
 HUGE = 60  # photos in the one-partition run (120 passed too, run by hand; 60 keeps the suite short)

@@ -17,8 +17,8 @@ from georank.config import validate_config
 from georank.embed import build_tiny_clip, load_embedder
 from georank.errors import GalleryIndexError
 from georank.index import read_manifest
+from georank.results import read_arrow
 from georank.retrieve import open_index
-from georank.write import read_arrow
 
 pytestmark = pytest.mark.spark
 
