@@ -72,7 +72,7 @@ import sys
 
 from deltalake import DeltaTable
 
-from georank.write import read_latest
+from georank.results import read_latest
 
 out = sys.argv[1]
 cat = DeltaTable(f"{out}/catalogue")
