@@ -52,7 +52,8 @@ def retrieved_queries(cfg: Any, cache: Path) -> tuple[Any, Any, str, Any]:
     import pyarrow.feather as feather
 
     from georank.index import read_manifest
-    from georank.pipeline import RunInfo, decode_photos, embed_isolated, retrieve_isolated
+    from georank.pipeline import decode_photos, embed_isolated, retrieve_isolated
+    from georank.run_info import RunInfo
 
     run = RunInfo("bench-demo-ranker", dt.date(2026, 11, 30))
     manifest = read_manifest(cfg.resolve(cfg.index.uri), cfg.s3)
@@ -82,7 +83,7 @@ def errors_km(truth: dict[str, tuple[float, float]], ids: list[str], latlon_deg:
 
 def figures(err_km: np.ndarray, n: int) -> dict[str, float]:
     """Accuracy (%) within each radius (strict <; a missing photo is a miss) and the median km."""
-    from georank.evaluate import accuracy_from_errors
+    from georank.eval.metric import accuracy_from_errors
 
     acc = accuracy_from_errors(np.concatenate([err_km, np.full(n - len(err_km), np.inf)]), RADII_KM)
     out = {f"acc@{r:g}km": 100.0 * a for r, a in zip(RADII_KM, acc.accuracy)}

@@ -73,7 +73,8 @@ def _retrieved_queries(cfg: Any, photos: int) -> tuple[Any, Any, str, Any]:
     (decoded rows, neighbours, embed version, run info)."""
     import pyarrow as pa
 
-    from georank.pipeline import RunInfo, decode_photos, embed_isolated, retrieve_isolated
+    from georank.pipeline import decode_photos, embed_isolated, retrieve_isolated
+    from georank.run_info import RunInfo
 
     queries = sorted((ROOT / "demo" / "queries").glob("*.jpg"))[:photos]
     table = pa.table({"photo_id": [q.stem for q in queries], "uri": [str(q) for q in queries],

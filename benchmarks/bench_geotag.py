@@ -144,7 +144,8 @@ def _core_run(cfg, folder: Path) -> dict[str, Any]:  # type: ignore[no-untyped-d
 
     from georank import schema as S
     from georank.io import list_images, photo_id_from_uri
-    from georank.pipeline import RunInfo, decode_photos, geotag_partition
+    from georank.pipeline import decode_photos, geotag_partition
+    from georank.run_info import RunInfo
 
     uris = list_images(str(folder), cfg.s3)
     photos = pa.table(
@@ -214,7 +215,7 @@ def _queries_folder(n: int) -> Path:
     """The demo world's queries, or those of a larger demo world (same seed, gallery size and
     sites) with ``n + WARMUP_PHOTOS`` query photos in the temporary folder, built once."""
     from georank.config import load_config
-    from georank.demo import build_demo_world
+    from georank.demo.world import build_demo_world
 
     demo = ROOT / "demo" / "queries"
     if n <= len(list(demo.glob("*.jpg"))):
@@ -240,7 +241,7 @@ def main() -> None:
         return
 
     from georank.config import load_config
-    from georank.demo_setup import ensure_demo
+    from georank.demo.setup import ensure_demo
 
     ensure_demo(load_config(ROOT / "conf" / "local.yaml"))  # built once; reused afterwards
     queries = _queries_folder(max(args.sizes))

@@ -792,7 +792,8 @@ def part_loop(plan: Plan, a: argparse.Namespace, models: Models) -> dict[str, An
     from georank import schema as S
     from georank.config import validate_config
     from georank.index import build_index
-    from georank.pipeline import RunInfo, decode_photos, geotag_partition
+    from georank.pipeline import decode_photos, geotag_partition
+    from georank.run_info import RunInfo
 
     work = models.work / "loop"
     (work / "gallery").mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def child(n_photos: int, gallery: list[str], query_side: tuple[int, int], seed: 
     import georank.ranking as R
     from georank import schema as S
     from georank.config import load_config
-    from georank.pipeline import RunInfo
+    from georank.run_info import RunInfo
 
     # Only the keys this needs (the demo's ranker, as conf/local.yaml sizes it; skip rule off), so
     # that an older checkout (--code) validates the same config.

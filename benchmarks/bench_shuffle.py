@@ -223,7 +223,8 @@ def run_before_sharded(spark: Any, cfg: Any, photos_uri: str, description: str) 
 
     from georank import schema as S
     from georank.index import read_manifest
-    from georank.pipeline import RunInfo, decode_photos
+    from georank.pipeline import decode_photos
+    from georank.run_info import RunInfo
     from georank.spark.executors import gpu_profile, on_executors
     from georank.spark.photos import read_photos, split_bad_ids
     from georank.spark.retrieve import retrieve_neighbours

@@ -19,8 +19,8 @@ from georank.errors import PhotoError, StorageError
 def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: Any | None = None) -> bytes:
     """The bytes at ``uri`` (local path, ``file://``, ``s3://`` or ``tar://``), through
     :mod:`georank.storage`. ``client`` is an S3 client to reuse (one per partition)."""
-    if uri.startswith("tar://"):  # a member of a tar archive, by offset (georank.tarindex)
-        from georank.tarindex import read_tar_member
+    if uri.startswith("tar://"):  # a member of a tar archive, by offset (georank.storage.tar)
+        from georank.storage.tar import read_tar_member
 
         return read_tar_member(uri, s3, max_bytes=max_bytes)
     try:

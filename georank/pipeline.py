@@ -16,12 +16,10 @@ stop the run.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,23 +33,9 @@ from georank.errors import PhotoError
 from georank.io import PhotoReader
 from georank.isolation import Failure, breaker, is_run_level, per_item, reason_of
 from georank.ranking import rank_and_decide, results_table
+from georank.run_info import RunInfo
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """Plain values every output row carries (shipped to executors as is). ``index_manifest`` is the
-    index manifest the driver read at start-up (``Manifest.to_dict()``): every partition of the run
-    searches that one index version, even if a new index is committed meanwhile. ``artifacts`` is
-    ``{uri: version}`` of every model artifact, pinned by the driver at start-up
-    (:func:`georank.storage.pin_artifacts`); inside ``georank.storage.pinned(run.artifacts)`` an
-    executor loads exactly those versions or fails naming the artifact."""
-
-    run_id: str
-    run_date: dt.date
-    index_manifest: dict[str, Any] | None = None
-    artifacts: dict[str, str] | None = None
 
 
 # ----------------------------------------------------------------------------- decode (CPU stage)

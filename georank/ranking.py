@@ -26,7 +26,7 @@ from georank.io import PhotoReader
 from georank.isolation import Failure, is_run_level, per_item, reason_of, stage_of
 
 if TYPE_CHECKING:
-    from georank.pipeline import RunInfo
+    from georank.run_info import RunInfo
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
     from georank.cells import build_cells
 
     if cfg.demo.ensure:  # the embedded demo: its gallery index (and what it needs) is made if missing
-        from georank.demo_setup import ensure_demo
+        from georank.demo.setup import ensure_demo
 
         demo_cfg = cfg.model_copy(deep=True)
         demo_cfg.candidates.prototypes.enabled = False  # this job builds the prototypes' index itself, below

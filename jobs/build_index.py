@@ -29,7 +29,7 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
 
     gallery_version = None
     if cfg.demo.ensure:  # the embedded demo: its gallery photos and tiny CLIP are made if missing
-        from georank.demo_setup import ensure_demo_inputs
+        from georank.demo.setup import ensure_demo_inputs
 
         world, summary["demo"] = ensure_demo_inputs(cfg)
         if (args.gallery or cfg.resolve(cfg.tables.gallery)) == str(world.gallery_table):

@@ -35,7 +35,7 @@ def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None
                                              label=summary["run_id"]))
         return
     if cfg.demo.ensure:
-        from georank.demo_setup import ensure_demo
+        from georank.demo.setup import ensure_demo
 
         summary["demo"] = ensure_demo(cfg)
     summary.update(build_training_data(cfg, mode=args.mode, n_queries=args.queries, label=summary["run_id"]))

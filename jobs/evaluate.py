@@ -25,7 +25,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
-    from georank.demo_setup import ensure_demo
+    from georank.demo.setup import ensure_demo
     from georank.errors import ConfigError
     from georank.spark.evaluate import demo_benchmark, run_evaluate
     from georank.spark.session import get_spark

@@ -47,7 +47,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
-    from georank.demo_setup import ensure_demo
+    from georank.demo.setup import ensure_demo
     from georank.spark.geotag import run_geotag
     from georank.spark.session import get_spark
 

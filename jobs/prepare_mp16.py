@@ -28,7 +28,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, cfg: GeorankConfig, summary: Summary) -> None:
-    from georank.benchmarks import prepare_mp16_gallery
+    from georank.eval.benchmarks import prepare_mp16_gallery
 
     summary.update(prepare_mp16_gallery(cfg, metadata_uri=args.metadata, tar_uri=args.tar,
                                         member_prefix=args.member_prefix, reindex=args.reindex))

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from deltalake import write_deltalake
 
 from georank.config import load_config
-from georank.demo_setup import ensure_demo
+from georank.demo.setup import ensure_demo
 
 cfg = load_config("conf/local.yaml")
 ensure_demo(cfg)

@@ -61,7 +61,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support import tiny_conf
 
     from georank.config import load_config
-    from georank.demo_setup import ensure_demo
+    from georank.demo.setup import ensure_demo
 
     world = tmp_path_factory.mktemp("tiny-world")
     conf = tiny_conf(world, world / "build.yaml")

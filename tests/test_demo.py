@@ -1,4 +1,4 @@
-"""georank.demo: the synthetic demo world (deterministic, idempotent, with a location signal)."""
+"""georank.demo.world: the synthetic demo world (deterministic, idempotent, with a location signal)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from georank.demo import QUERIES_TRUTH, DemoWorld, build_demo_world, look_params
+from georank.demo.world import QUERIES_TRUTH, DemoWorld, build_demo_world, look_params
 from georank.errors import InputError
 from georank.geo import geodesic_km, valid_latlon
 from georank.schema import GALLERY, check_batch

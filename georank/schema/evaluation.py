@@ -10,7 +10,7 @@ from georank.schema.nightly import (
     SOURCES,
 )
 
-# --- Evaluation (georank.benchmarks, georank.tarindex, georank.eval_core, jobs/evaluate.py) -------
+# --- Evaluation (georank.eval.benchmarks, georank.storage.tar, georank.eval.core, jobs/evaluate.py) -------
 
 BENCHMARK = pa.schema(
     [

@@ -1,7 +1,7 @@
 """The evaluate job's Spark layer: benchmark photos in, every method's accuracy out.
 
 Driver side: :func:`run_evaluate` reads the benchmark file, partitions its photos, runs
-:func:`georank.eval_core.evaluate_partition` in ONE ``mapInArrow`` stage (decode, embed,
+:func:`georank.eval.core.evaluate_partition` in ONE ``mapInArrow`` stage (decode, embed,
 retrieve, then NN, [L]kNN, the ranker and the full method on the same neighbours), collects
 the EVAL_PREDICTIONS rows (a benchmark is thousands of rows), checks that every benchmark
 row has exactly one row per method, and computes the metrics over EVERY row on the driver.
@@ -27,10 +27,10 @@ import pyarrow as pa
 
 from georank import schema as S
 from georank import write
-from georank.benchmarks import Benchmark, read_benchmark
 from georank.config import GeorankConfig
 from georank.errors import InputError, RunError
-from georank.pipeline import RunInfo
+from georank.eval.benchmarks import Benchmark, read_benchmark
+from georank.run_info import RunInfo
 from georank.spark.executors import executor_errors, gpu_profile, on_executors
 from georank.storage import pin_artifacts
 
@@ -44,8 +44,8 @@ def _evaluate_step(run: RunInfo, *, reference: bool) -> Callable[[pa.Table, Geor
     -> EVAL_PREDICTIONS), for :func:`georank.spark.executors.on_executors`. Runs on executors."""
 
     def evaluate(table: pa.Table, cfg: GeorankConfig) -> pa.Table:
-        from georank.eval_core import evaluate_partition
-        from georank.eval_reference import reference_partition
+        from georank.eval.core import evaluate_partition
+        from georank.eval.reference import reference_partition
         from georank.storage import pinned
 
         with pinned(run.artifacts):  # exactly the models the driver pinned, or a RunError naming one
@@ -140,18 +140,17 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate every method on one benchmark; returns the summary (headline numbers, paths)."""
     from georank.candidates import check_sources
-    from georank.eval_core import methods_of
-    from georank.eval_reference import REFERENCE_FRAME, reference_frame, reference_methods
-    from georank.eval_report import (
+    from georank.eval.core import methods_of
+    from georank.eval.metric import accuracy_from_errors, method_errors
+    from georank.eval.reference import REFERENCE_FRAME, reference_frame, reference_methods
+    from georank.eval.render import accuracy_lines, write_report
+    from georank.eval.report import (
         EvalReport,
-        accuracy_lines,
         confidence_calibration,
         results_table,
         skip_calibration,
         summary_numbers,
-        write_report,
     )
-    from georank.evaluate import accuracy_from_errors, method_errors
     from georank.index import read_manifest
 
     if candidates == "georank":

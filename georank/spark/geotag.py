@@ -41,7 +41,8 @@ import pyarrow as pa
 from georank import schema as S
 from georank.config import GeorankConfig
 from georank.errors import RunError
-from georank.pipeline import RunInfo, decode_ahead
+from georank.pipeline import decode_ahead
+from georank.run_info import RunInfo
 from georank.spark.commit import Staging
 from georank.spark.executors import executor_errors, gpu_profile, on_executors
 from georank.spark.photos import as_error_results, read_photos, split_bad_ids

@@ -14,7 +14,8 @@ import pyarrow as pa
 from georank import schema as S
 from georank.config import GeorankConfig
 from georank.errors import GalleryIndexError
-from georank.pipeline import RunInfo, decode_ahead, decode_queries_ahead
+from georank.pipeline import decode_ahead, decode_queries_ahead
+from georank.run_info import RunInfo
 from georank.spark.executors import on_executors, passthrough
 from georank.spark.photos import as_error_results
 

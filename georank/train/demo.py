@@ -76,7 +76,7 @@ def _wanted(cfg: GeorankConfig, world_id: str) -> dict[str, Any]:
 
 def ensure_trained_ranker(cfg: GeorankConfig, world_id: str) -> dict[str, Any] | None:
     """Train the demo ranker if it is not trained for this world and these settings; None when
-    nothing was done. Needs the demo world, tiny CLIP and gallery index (georank.demo_setup)."""
+    nothing was done. Needs the demo world, tiny CLIP and gallery index (georank.demo.setup)."""
     d = cfg.demo
     if d.train_warmup_steps == 0 and d.train_ranker_steps == 0:
         return None

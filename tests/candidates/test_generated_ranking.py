@@ -47,7 +47,8 @@ def test_a_separate_checkpoint_answers_and_every_answer_parses(tiny_world: Path,
 
 def test_generated_candidates_are_ranked_after_the_retrieved_ones(tiny_world: Path, answering_vlm: Path) -> None:
     from georank.index import read_manifest
-    from georank.pipeline import RunInfo, decode_photos, geotag_partition
+    from georank.pipeline import decode_photos, geotag_partition
+    from georank.run_info import RunInfo
 
     cfg = _cfg(tiny_world, answering_vlm)
     photos = sorted((tiny_world / "queries").glob("*.jpg"))[:3]

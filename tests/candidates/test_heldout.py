@@ -33,7 +33,7 @@ RADIUS_KM = 200.0
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) -> dict[str, Any]:
     """A demo world of 360 gallery photos and 60 queries, embedded by the tiny world's CLIP."""
-    from georank.demo import build_demo_world
+    from georank.demo.world import build_demo_world
     from georank.embed import get_embedder
 
     root = tmp_path_factory.mktemp("heldout-world")

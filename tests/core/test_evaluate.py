@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from georank.evaluate import THRESHOLDS_KM, accuracy, accuracy_from_errors, error_km
+from georank.eval.metric import THRESHOLDS_KM, accuracy, accuracy_from_errors, error_km
 
 # (lat1, lon1, lat2, lon2, s12 m, tolerance m): the first 20 rows are GeographicLib's own
 # GeodesicTest.testcases (geographiclib-python, test/test_geodesic.py, drawn from GeodTest.dat;

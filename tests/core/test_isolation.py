@@ -21,7 +21,8 @@ import georank.pipeline as P
 import georank.ranking as R
 from georank.config import GeorankConfig, load_config
 from georank.errors import CheckpointError, GalleryIndexError
-from georank.pipeline import RunInfo, decode_photos, embed_isolated, geotag_partition, retrieve_isolated
+from georank.pipeline import decode_photos, embed_isolated, geotag_partition, retrieve_isolated
+from georank.run_info import RunInfo
 
 DAY = dt.date(2026, 11, 30)
 CULPRIT_SIZE = (250, 170)  # the photo the injected faults pick out by its size

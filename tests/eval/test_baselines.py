@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from georank.baselines import KnnConfig, feature_distance, knn_sigma, nn_top1
+from georank.eval.baselines import KnnConfig, feature_distance, knn_sigma, nn_top1
 
 NYC = (40.7, -74.0)
 PARIS = [(48.85, 2.35), (48.86, 2.34), (48.84, 2.36)]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from georank import schema as S
-from georank.benchmarks import parse_literal, read_benchmark, read_mp16, stable_gallery_id
 from georank.config import EvaluateConfig
 from georank.errors import InputError
+from georank.eval.benchmarks import parse_literal, read_benchmark, read_mp16, stable_gallery_id
 
 IM2GPS3K_HEADER = "IMG_ID,AUTHOR,LAT,LON,S3_Label,S16_Label,S365_Label,Prob_indoor,Prob_natural,Prob_urban"
 IM2GPS3K_ROWS = [

@@ -14,9 +14,10 @@ from support import tiny_conf
 
 from georank import schema as S
 from georank.config import load_config
-from georank.eval_core import evaluate_partition, methods_of
+from georank.eval.core import evaluate_partition, methods_of
 from georank.io import list_images, photo_id_from_uri
-from georank.pipeline import RunInfo, decode_photos, geotag_partition
+from georank.pipeline import decode_photos, geotag_partition
+from georank.run_info import RunInfo
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import pytest
 from support import tiny_conf
 
 from georank import schema as S
-from georank.benchmarks import read_benchmark
 from georank.config import load_config
-from georank.eval_reference import REFERENCE_METHODS, reference_frame, reference_methods, reference_partition
-from georank.pipeline import RunInfo
+from georank.eval.benchmarks import read_benchmark
+from georank.eval.reference import REFERENCE_METHODS, reference_frame, reference_methods, reference_partition
+from georank.run_info import RunInfo
 from georank.spark.evaluate import photos_of
 
 HEADER = ("IMG_ID,AUTHOR,LAT,LON,S3_Label,S16_Label,S365_Label,Prob_indoor,Prob_natural,Prob_urban,"

@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 from georank import schema as S
-from georank.eval_report import (
+from georank.eval.metric import method_accuracy, method_errors
+from georank.eval.render import write_report
+from georank.eval.report import (
     EvalReport,
     confidence_calibration,
     results_table,
     skip_calibration,
     summary_numbers,
-    write_report,
 )
-from georank.evaluate import method_accuracy, method_errors
 
 RADII = (1.0, 25.0, 200.0, 750.0, 2500.0)
 
@@ -79,7 +79,7 @@ def test_a_photo_missing_from_the_predictions_is_a_miss_and_a_stranger_is_refuse
 
 def _report(truth: pa.Table, preds: pa.Table) -> EvalReport:
     errors = method_errors(preds, truth)
-    from georank.evaluate import accuracy_from_errors
+    from georank.eval.metric import accuracy_from_errors
 
     full = {r["photo_id"]: r for r in preds.to_pylist() if r["method"] == "full"}
     return EvalReport(

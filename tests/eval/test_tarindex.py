@@ -14,13 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from georank import resources, tarindex
+from georank import resources
 from georank import schema as S
 from georank.config import DecodeConfig, S3Config
 from georank.decode import decode_image
 from georank.errors import PhotoError
 from georank.io import PhotoReader, read_bytes
-from georank.tarindex import SOURCE_SUFFIX, build_tar_index, ensure_tar_index, index_uri_of, read_tar_member
+from georank.storage import tar as tarindex
+from georank.storage.tar import SOURCE_SUFFIX, build_tar_index, ensure_tar_index, index_uri_of, read_tar_member
 
 N_MEMBERS = 3000
 BUCKET = "mp16"
@@ -215,7 +216,7 @@ def test_an_unchanged_local_archive_is_not_scanned_again_a_changed_one_is(
 
     path = tmp_path / "a.tar"
     _small_tar(path, {"a.jpg": b"a" * 10, "b.jpg": b"b" * 20})
-    caplog.set_level(logging.INFO, logger="georank.tarindex")
+    caplog.set_level(logging.INFO, logger="georank.storage.tar")
     first = ensure_tar_index(str(path), S3Config())
     assert (first.scanned, first.members, scans) == (True, 2, [2]) and "no index at" in first.reason
     again = ensure_tar_index(str(path), S3Config())

@@ -20,8 +20,9 @@ from georank import schema as S
 from georank.config import S3Config, load_config
 from georank.errors import RunError
 from georank.io import list_images, photo_ids
-from georank.pipeline import RunInfo, decode_ahead, decode_photos, geotag_partition
+from georank.pipeline import decode_ahead, decode_photos, geotag_partition
 from georank.results import read_errors, read_predictions
+from georank.run_info import RunInfo
 from georank.spark.geotag import compute_description, run_geotag
 
 DAY = dt.date(2026, 11, 23)

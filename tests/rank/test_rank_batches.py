@@ -18,7 +18,8 @@ from support import tiny_conf
 
 import georank.ranking as R
 from georank.config import load_config
-from georank.pipeline import RunInfo, decode_photos, embed_isolated, retrieve_isolated
+from georank.pipeline import decode_photos, embed_isolated, retrieve_isolated
+from georank.run_info import RunInfo
 
 DAY = dt.date(2026, 11, 30)
 PER_BATCH = 1  # rank.photos_per_batch

@@ -79,7 +79,8 @@ def wide_gallery_image(tiny_world: Path, tmp_path_factory: pytest.TempPathFactor
     module's run; the shared tiny world is restored afterwards. Yields (photo id, gallery id)."""
     import pyarrow as pa
 
-    from georank.pipeline import RunInfo, decode_photos, embed_isolated, retrieve_isolated
+    from georank.pipeline import decode_photos, embed_isolated, retrieve_isolated
+    from georank.run_info import RunInfo
 
     cfg = load_config(tiny_conf(tiny_world, tmp_path_factory.mktemp("probe") / "c.yaml"))
     q0 = sorted((tiny_world / "queries").glob("*.jpg"))[0]

@@ -31,7 +31,8 @@ def _png(w: int, h: int) -> bytes:
 
 def test_photo_over_the_pixel_cap_never_reaches_the_model(tiny_world: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import georank.pipeline as P
-    from georank.pipeline import RunInfo, decode_photos, geotag_partition
+    from georank.pipeline import decode_photos, geotag_partition
+    from georank.run_info import RunInfo
 
     cfg = load_config(tiny_conf(tiny_world, tmp_path / "c.yaml", decode={"max_pixels": 1_000_000}))
     photos = pa.table({"photo_id": ["bomb"], "uri": [None], "image_bytes": [_png(3000, 3000)]},
@@ -53,7 +54,8 @@ def test_photo_over_the_pixel_cap_never_reaches_the_model(tiny_world: Path, tmp_
 def test_geotag_stage_holds_one_batch_at_a_time(tiny_world: Path, tmp_path: Path) -> None:
     """The accelerator stage's executor function yields the results of a batch before it pulls
     the next one: its memory is one batch, whatever the partition's size."""
-    from georank.pipeline import RunInfo, decode_photos
+    from georank.pipeline import decode_photos
+    from georank.run_info import RunInfo
     from georank.spark.executors import on_executors
     from georank.spark.geotag import _geotag_step
 

@@ -4,7 +4,7 @@ the untrained (random) tiny ranker and than chance (1/G), and its median error i
 
 The world is its own (larger than the shared tiny world, which never trains): 400 gallery photos,
 80 held-out queries; the ranker is trained as the embedded default's LoRA stage trains it
-(georank.demo_setup: spread groups from the gallery, LoRA + a score head with a much higher
+(georank.demo.setup: spread groups from the gallery, LoRA + a score head with a much higher
 learning rate), shorter, on the random backbone: the default's comparison warm-up (~4 CPU minutes)
 is left out here; what it buys on the retrieved look-alikes is measured by
 benchmarks/bench_demo_ranker.py (README, Evaluate).
@@ -47,7 +47,7 @@ LEARN_TRAIN = {
 def test_trained_ranker_beats_untrained_and_chance_on_held_out_photos(tmp_path: Path) -> None:
     import torch
 
-    from georank.demo_setup import ensure_demo
+    from georank.demo.setup import ensure_demo
     from georank.rank.scorer import build_scorer
     from georank.rank.tiny import build_tiny_ranker
     from georank.train.build import read_table, with_descriptions

@@ -1,5 +1,5 @@
 """What a demo photo looks like: a fixed *look field* on the sphere and the renderer that draws a
-photo from it (see :mod:`georank.demo` for the world these photos make up).
+photo from it (see :mod:`georank.demo.world` for the world these photos make up).
 
 The look field (random Fourier features at wavelengths ``LOOK_SCALES_KM``, from 5000 km down to
 40 km, seeded by ``LOOK_SEED``, independent of the world's seed) gives every location

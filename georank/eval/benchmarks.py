@@ -296,7 +296,7 @@ def prepare_mp16_gallery(cfg: Any, *, metadata_uri: str, tar_uri: str, member_pr
     returns counts for the job summary. Runs on the driver."""
     import pyarrow.parquet as pq
 
-    from georank.tarindex import ensure_tar_index, get_index
+    from georank.storage.tar import ensure_tar_index, get_index
 
     tar = cfg.resolve(tar_uri)
     indexed = ensure_tar_index(tar, cfg.s3, force=reindex)

@@ -25,7 +25,7 @@ What photos look like
     smoothly with position, so photos a few km apart look alike, photos a few
     hundred km apart share the continental palette only, and photos on other
     continents differ. Each photo adds its own size (96-160 px per side),
-    pan, tilt, exposure, colour cast and pixel noise (:mod:`georank.demo_look`).
+    pan, tilt, exposure, colour cast and pixel noise (:mod:`georank.demo.look`).
 
 Layout under ``root`` (only these paths are written; other files, such as
 ``root/models`` or ``root/index``, are left alone)::
@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from geographiclib.geodesic import Geodesic
 
-from georank.demo_look import jpeg_bytes, look_params, render_photo
+from georank.demo.look import jpeg_bytes, look_params, render_photo
 from georank.errors import InputError
 from georank.places import Place, geonames_cities, place_columns, reverse_geocode
 from georank.schema import GALLERY, PLACE_FIELDS
@@ -189,7 +189,7 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 def _readme(params: dict[str, object], world_id: str) -> str:
     return f"""georank demo world ({world_id})
 
-This data is SYNTHETIC. The images were drawn by georank/demo.py, not taken by
+This data is SYNTHETIC. The images were drawn by georank/demo/world.py, not taken by
 anyone; they exist to run georank end to end offline (the embedded default,
 conf/local.yaml) and in its tests. Accuracy measured on them says nothing about
 real photos.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from georank.eval_report import EvalReport
+    from georank.eval.report import EvalReport
 
 
 def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[str, str]:
@@ -20,8 +20,8 @@ def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[st
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from georank.eval_report import method_label
-    from georank.worldmap import draw_world
+    from georank.eval.report import method_label
+    from georank.eval.worldmap import draw_world
 
     out: dict[str, str] = {}
 

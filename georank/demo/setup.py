@@ -3,7 +3,7 @@ gallery index exist, building each only when missing or stale, and (when configu
 demo ranker (:mod:`georank.train.demo`).
 
 Called by jobs when ``demo.ensure`` is true (conf/local.yaml) and by the tests. The
-pieces: the synthetic photos (:mod:`georank.demo`); a tiny CLIP and a tiny GeoRanker
+pieces: the synthetic photos (:mod:`georank.demo.world`); a tiny CLIP and a tiny GeoRanker
 of the real architectures with RANDOM weights (no CLIP or VLM weights ship in any
 package); the ranker is then trained on the demo gallery when ``demo.train_*_steps`` say so
 (conf/local.yaml does; the tests' tiny world does not); and the gallery
@@ -82,7 +82,7 @@ def build_gallery_index(cfg: GeorankConfig, gallery: pa.Table, *, gallery_versio
 
 def ensure_demo_inputs(cfg: GeorankConfig) -> tuple[Any, dict[str, Any]]:
     """The demo world and tiny models (not the index): ``(DemoWorld, what was built)``."""
-    from georank.demo import build_demo_world
+    from georank.demo.world import build_demo_world
 
     root = Path(cfg.resolve(cfg.demo.root))
     world = build_demo_world(

@@ -187,13 +187,11 @@ class TarIndex:
 
 
 def _load_index(index_uri: str, s3: S3Config) -> TarIndex:
-    from georank.io import read_bytes
-
     try:
-        data = read_bytes(index_uri, s3)
-    except PhotoError as err:
+        data = storage.read_bytes(index_uri, s3)
+    except StorageError as err:
         raise PhotoError("read", f"tar member index {index_uri} unreadable ({err.reason}); build it with "
-                                 "georank.tarindex.build_tar_index") from None
+                                 "georank.storage.tar.build_tar_index") from None
     return TarIndex.from_table(pq.read_table(pa.BufferReader(data)), where=index_uri)
 
 

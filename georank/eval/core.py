@@ -4,8 +4,8 @@ For one partition of benchmark photos (PHOTOS frame) :func:`evaluate_partition` 
 once, retrieves once (``max(retrieve.k, evaluate.knn_k)`` neighbours) and predicts with each method
 of :func:`methods_of` (``schema.eval_methods`` of the config):
 
-- ``nn``: retrieval top-1 (:func:`georank.baselines.nn_top1`);
-- ``knn``: [L]kNN sigma=4 over the top ``evaluate.knn_k`` neighbours (:func:`georank.baselines.knn_sigma`);
+- ``nn``: retrieval top-1 (:func:`georank.eval.baselines.nn_top1`);
+- ``knn``: [L]kNN sigma=4 over the top ``evaluate.knn_k`` neighbours (:func:`georank.eval.baselines.knn_sigma`);
 - ``ranker``: the ranker over every candidate source the config enables, for EVERY photo (skip
   rule off), through :func:`georank.ranking.rank_and_decide` with ``skip.enabled = false``;
 - ``full``: the nightly method (skip rule as configured): a photo whose neighbours agree is
@@ -35,10 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from georank import schema as S
-from georank.baselines import KnnConfig, feature_distance, knn_sigma, nn_top1
 from georank.config import GeorankConfig
 from georank.decide import decide, decide_skipped, should_skip
-from georank.pipeline import RunInfo, decode_photos, embed_isolated, rank_and_decide, retrieve_isolated
+from georank.eval.baselines import KnnConfig, feature_distance, knn_sigma, nn_top1
+from georank.pipeline import decode_photos, embed_isolated, rank_and_decide, retrieve_isolated
+from georank.run_info import RunInfo
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,10 @@ from georank.config import GeorankConfig
 from georank.decide import decide
 from georank.decode import decode_image, rgb_from_bytes
 from georank.errors import PhotoError
-from georank.eval_core import eval_row, ranker_and_full, source_alone_rows
+from georank.eval.core import eval_row, ranker_and_full, source_alone_rows
 from georank.io import PhotoReader
-from georank.pipeline import RunInfo, decode_photos
+from georank.pipeline import decode_photos
+from georank.run_info import RunInfo
 
 log = logging.getLogger(__name__)
 
