@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -30,7 +31,8 @@ def _job():  # type: ignore[no-untyped-def]
     return mod
 
 
-def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     truth = pq.read_table(tiny_world / "queries_truth.parquet").to_pylist()[:3]
     bench = tmp_path / "im2gps3k_places365.csv"
     lines = ["IMG_ID,AUTHOR,LAT,LON,S3_Label,S16_Label,S365_Label,Prob_indoor,Prob_natural,Prob_urban"]
@@ -47,6 +49,16 @@ def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path,
                      evaluate={"report_dir": str(tmp_path / "reports"), "compare_adapters": {"untrained": str(untrained)}})
     results_uri = tmp_path / "eval_results"
     job = _job()
+    import matplotlib.figure
+
+    figs: dict[str, matplotlib.figure.Figure] = {}  # the report's figures as they are saved, to read their data
+    save = matplotlib.figure.Figure.savefig
+
+    def keep(fig: matplotlib.figure.Figure, fname: Path, *a: Any, **k: Any) -> None:
+        figs[Path(fname).stem] = fig
+        save(fig, fname, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     code = run_job("evaluate", job.main, add_args=job.add_args, argv=[
         "--conf", str(conf), "--set", f"tables.eval_results={results_uri}",
         "--benchmark", str(bench), "--images", str(tiny_world / "queries"),
@@ -89,6 +101,18 @@ def test_evaluate_job_on_the_tiny_world(spark, tiny_world: Path, tmp_path: Path,
 
     files = summary["report_files"]
     assert Path(files["report_md"]).read_text().count("| Full method (skip rule on) |") == 1
-    for name in ("cdf", "calibration", "map"):
-        img = np.asarray(Image.open(files[name]).convert("L"), dtype=np.float64)
-        assert img.std() > 10, name
+    # the plots carry this run's data (that data shows in the PNGs: test_eval_report.py::test_the_plots_draw_the_data)
+    assert set(figs) == {"cdf", "calibration", "map"}
+    for name in figs:
+        assert Image.open(files[name]).format == "PNG"
+    curves = {str(ln.get_label()): np.asarray(ln.get_ydata(), dtype=np.float64) for ln in figs["cdf"].axes[0].get_lines()
+              if not str(ln.get_label()).startswith("_")}
+    assert sorted(curves) == sorted(t.split("|")[1].strip() for t in table[1:])  # a curve per method
+    for label, y in curves.items():  # 3 photos predicted of 4, each within half the Earth's circumference
+        assert y[-1] == 0.75 and set(np.unique(y)) <= {0.0, 0.25, 0.5, 0.75} and (np.diff(y) >= 0).all(), label
+    cal = figs["calibration"].axes[0]
+    assert cal.patches and sum(int(x.get_text().removeprefix("n=")) for x in cal.texts) == 3  # the full method's confidences
+    dots = {c.get_label(): np.asarray(c.get_offsets(), dtype=np.float64) for c in figs["map"].axes[0].collections
+            if c.get_label() in ("truth", "prediction (full)")}
+    want = np.array([[r["lon_deg"], r["lat_deg"]] for r in truth] + [[10.0, 10.0]])
+    assert np.allclose(dots["truth"], want) and len(dots["prediction (full)"]) == 3
