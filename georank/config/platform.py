@@ -35,8 +35,8 @@ class TablesConfig(_Section):
     # The nightly table: one row per photo per run date (a prediction, or an error with its stage
     # and reason), partitioned by run_date; a run replaces its date in ONE Delta commit.
     results: str = "warehouse/results"
-    # When set, the job declares the views <views_schema>.predictions and <views_schema>.errors over
-    # the results table in the session's catalog (Hive metastore or Unity Catalog); null: no views.
+    # When set, the job declares the views <views_schema>.predictions, <views_schema>.errors and
+    # <views_schema>.predictions_latest over the results table in the session's catalog (Hive metastore or Unity Catalog); null: no views.
     views_schema: str | None = None
     gallery: str = "warehouse/gallery"  # the geotagged gallery table (Delta or Parquet)
     gallery_embeddings: str = "warehouse/gallery_embeddings"  # the index build's embeddings of the gallery (Delta)
