@@ -1,7 +1,7 @@
 """georank: distributed batch geotagging (Spark + Delta + FAISS + GeoRanker).
 
 Pinned versions were installed and tested together on Python 3.11 (November 2026).
-Notes (see README "Dependency notes"):
+Notes (see docs/operations.md "Dependencies and jars"):
 - pyspark 4.2.0: delta-spark 4.4.x requires pyspark>=4.0.1,<=4.2.0.
 - delta-spark 4.4.0 (Python) matches the JVM jar io.delta:delta-spark_4.2_2.13:4.4.0; 4.4.1 of that
   jar is not on Maven Central, so the Python side is pinned to the same release.

@@ -1,6 +1,6 @@
 """Decide: the prediction, its confidence and the spread of its evidence; and the skip rule.
 
-Definitions (also in the README and the table comments):
+Definitions (also in docs/tables.md and the table comments):
 - **prediction**: the candidate with the highest ranker score; ties go to the earliest
   candidate (retrieved in rank order, then generated, then prototypes). A NaN or infinite
   score is refused (PhotoError, stage ``rank``): the photo becomes an error row, never a

@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-# Table properties set on every georank table (documented in the README).
+# Table properties set on every georank table (documented in docs/tables.md).
 TABLE_PROPERTIES = {
     "delta.appendOnly": "false",
     "delta.enableChangeDataFeed": "false",

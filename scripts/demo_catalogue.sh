@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Nightly on a catalogue, at the demo's scale (README "Nightly on a catalogue"): a Delta catalogue
+# Nightly on a catalogue, at the demo's scale (docs/tables.md "Nightly on a catalogue"): a Delta catalogue
 # of the demo world's 200 query photos, 20 of them already located, then three nights with a
 # budget of 120 photos, a publish, a second publish, and a night with a new adapter and
 # --regeotag older. Every job's JSON summary line is printed, then the catalogue's and tables' state.

@@ -63,7 +63,7 @@ class TrainConfig(_Section):
     # Same-site neighbours a few km from the nearest cannot be ordered by look; far ones can be told apart.
     lookalike_min_km: float | None = Field(None, ge=0)
     # grouping "mixed": the query's OWN photo first (0 km), before the nearest other photo: a matching task
-    # that a random tiny backbone learns first (tried as a warm-up, README Evaluate); never what a real query meets.
+    # that a random tiny backbone learns first (the warm-up, docs/development.md "The demo world"); never what a real query meets.
     own_image: bool = False
     spread_bands_km: list[tuple[float, float]] = Field(  # (min_km, max_km) per band, grouping "spread"
         default_factory=lambda: [(50.0, 300.0), (500.0, 1500.0), (2000.0, 5000.0), (8000.0, 20100.0)]

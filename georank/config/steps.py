@@ -12,7 +12,7 @@ from georank.config.base import Device, DType, _Section
 class CatalogueConfig(_Section):
     """Nightly on a catalogue (``jobs/geotag.py --catalogue``): the night's photos are the catalogue's
     rows without a location and without a prediction (or a lasting error) from the current
-    versions in the results table; see README "Nightly on a catalogue" and georank.spark.catalogue."""
+    versions in the results table; see docs/tables.md "Nightly on a catalogue" and georank.spark.catalogue."""
 
     uri: str | None = None  # the catalogue: a Delta/Parquet table (path or s3a://) or a table name; null: no catalogue
     id_column: str = "photo_id"  # the photo's id (unique in the catalogue); the results' photo_id

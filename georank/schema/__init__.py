@@ -1,6 +1,6 @@
 """Every table and frame georank reads or writes, declared once as Arrow schemas.
 
-Readers, writers, tests and the README use these. Spark schemas are derived with
+Readers, writers, tests and docs/tables.md use these. Spark schemas are derived with
 :func:`spark_schema` (column comments travel as ``comment`` metadata, which Delta
 stores as column comments). Units are in the names: ``lat_deg``, ``spread_km``.
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from georank.schema.base import _f
 
-# Pipeline stage names used in ERRORS.stage (a closed set; documented in the README).
+# Pipeline stage names used in ERRORS.stage (a closed set; documented in docs/tables.md).
 STAGES = ("input", "read", "decode", "embed", "retrieve", "rank", "decide")
 
 # Candidate sources (CANDIDATES.source, PREDICTIONS.top_candidates.source).
@@ -162,7 +162,7 @@ TABLES: dict[str, pa.Schema] = {
     "gallery_errors": ERRORS,
 }
 
-# Partition columns of the Delta tables (documented in the README).
+# Partition columns of the Delta tables (documented in docs/tables.md).
 PARTITION_BY: dict[str, tuple[str, ...]] = {
     "results": ("run_date",),
     "gallery": (),

@@ -3,7 +3,7 @@
 A released Qwen2-VL comes pretrained: it already sees what is in an image and can relate two
 images of one prompt, and GeoRanker's LoRA stage builds on that. A random tiny Qwen2-VL cannot,
 and does not learn it from the ranking loss in CPU minutes: every ranking-loss warm-up and every
-recipe tried stayed at chance on the retrieved look-alikes (README, Evaluate), because the score
+recipe tried stayed at chance on the retrieved look-alikes (docs/development.md, "The demo world"), because the score
 must compare the query image with the candidate image, a circuit the ranking loss gives almost
 no gradient towards until it exists. :func:`warmup_compare` gives it a dense, self-supervised
 signal instead (no coordinates, no distances: images only, as pretraining has):

@@ -1,7 +1,7 @@
 """Resource bounds: a photo over the pixel cap never reaches the model; a task holds one
 Arrow batch of photos (input.photos_per_batch) at a time, however large its partition; many
 tiny partitions and one huge partition both complete. Largest tested here: one partition of
-HUGE photos (see the README's reliability section for the numbers measured)."""
+HUGE photos (docs/performance.md "Ranking: shared prefix, memory, feature cache" has the numbers)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ The world is its own (larger than the shared tiny world, which never trains): 40
 (georank.demo.setup: spread groups from the gallery, LoRA + a score head with a much higher
 learning rate), shorter, on the random backbone: the default's comparison warm-up (~4 CPU minutes)
 is left out here; what it buys on the retrieved look-alikes is measured by
-benchmarks/bench_demo_ranker.py (README, Evaluate).
+benchmarks/bench_demo_ranker.py (docs/evaluation.md "On the demo world").
 """
 
 from __future__ import annotations
