@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from georank.config import TrainConfig
+from georank.errors import CheckpointError
 from georank.rank.checkpoint import HEAD_NAME, load_backbone
 from georank.rank.model import GeoRankerModel
 
@@ -34,9 +36,29 @@ def init_head(model: GeoRankerModel, *, seed: int) -> None:
         model.value_head.weight.copy_(w.to(model.value_head.weight))
 
 
-def load_base_ranker(base_dir: Path, *, seed: int) -> GeoRankerModel:
-    """The float32 GeoRanker of a base directory (train mode), its head freshly initialised from ``seed``."""
-    backbone = load_backbone(Path(base_dir), device="cpu", dtype="float32", attn_implementation="sdpa")
+def train_device(device: str) -> torch.device:
+    """Where this training process's model lives for ``train.device``: the CPU, or on ``cuda`` this
+    process's GPU: ``LOCAL_RANK`` (set by torchrun and TorchDistributor) modulo the GPUs it sees, so
+    one process per GPU whether each sees every GPU of the host or only its own
+    (``CUDA_VISIBLE_DEVICES``). Raises CheckpointError when ``cuda`` is asked and none is visible.
+
+    >>> train_device("cpu")
+    device(type='cpu')
+    """
+    if device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise CheckpointError("train.device is 'cuda' but torch sees no CUDA device; valid: cpu, cuda")
+    index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def load_base_ranker(base_dir: Path, *, seed: int, device: str = "cpu") -> GeoRankerModel:
+    """The float32 GeoRanker of a base directory (train mode) on ``device`` (``train.device``), its
+    head freshly initialised from ``seed``; float32 weights, bf16 compute under autocast
+    (``train.precision``)."""
+    backbone = load_backbone(Path(base_dir), device=str(train_device(device)), dtype="float32", attn_implementation="sdpa")
     model = GeoRankerModel(backbone)
     init_head(model, seed=seed)
     return model
@@ -62,7 +84,7 @@ def build_trainable(base_dir: Path, cfg: TrainConfig) -> tuple[Any, GeoRankerMod
     from peft import get_peft_model
 
     torch.manual_seed(cfg.seed)
-    ranker = load_base_ranker(base_dir, seed=cfg.seed)
+    ranker = load_base_ranker(base_dir, seed=cfg.seed, device=cfg.device)
     peft_model = get_peft_model(ranker, lora_config(cfg))
     if cfg.gradient_checkpointing:
         ranker.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -110,4 +132,6 @@ def save_adapter(peft_model: Any, out_dir: Path, *, base_dir: Path | None = None
     return out_dir
 
 
-__all__ = ["build_trainable", "head_parameters", "init_head", "load_base_ranker", "lora_parameters", "save_adapter"]
+__all__ = [
+    "build_trainable", "head_parameters", "init_head", "load_base_ranker", "lora_parameters", "save_adapter", "train_device",
+]

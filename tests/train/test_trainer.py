@@ -338,3 +338,23 @@ def test_warmup_refuses_prompts_without_the_candidate_image(tiny_world: Path, tm
     cfg = _cfg(tiny_world, tmp_path, "rank.prompt_candidate_image=false")
     with pytest.raises(ConfigError, match=r"'rank.prompt_candidate_image'.*expected true, got false"):
         warmup_compare(cfg, base_dir=tmp_path / "none", data_uri=str(tmp_path / "none"), out_base_dir=tmp_path / "out", steps=1)
+
+
+def test_train_device_cuda_puts_the_model_on_the_gpu_or_fails_naming_the_key(
+    tiny_world: Path, groups: str, processor: Any, tmp_path: Path
+) -> None:
+    """``train.device: cuda`` trains on this process's GPU; without one it fails at start-up naming
+    the key, instead of training on the CPU while the config says cuda."""
+    from georank.errors import CheckpointError
+    from georank.train.stages import train_lora
+
+    cfg = _cfg(tiny_world, tmp_path, "train.steps=1", "train.device=cuda")
+    base = tiny_world / "models" / "ranker" / "base"
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointError, match=r"train\.device is 'cuda' but torch sees no CUDA device"):
+            train_lora(cfg, base_dir=base, data_uri=groups, out_dir=None, checkpoint_dir=None, processor=processor)
+        return
+    result, peft_model = train_lora(cfg, base_dir=base, data_uri=groups, out_dir=tmp_path / "a", checkpoint_dir=None,
+                                    processor=processor)
+    assert result.steps == 1
+    assert {p.device.type for p in peft_model.parameters()} == {"cuda"}
