@@ -1,7 +1,8 @@
 """The README and every page of ``docs/`` cannot rot: what they name exists.
 
 - every repository path they name (``jobs/geotag.py``, ``conf/cluster.yaml``, ``docs/operations.md``,
-  ``tests/core/test_guards.py::test_x``, a glob like ``jobs/*.py``) and every relative link exists;
+  ``tests/core/test_guards.py::test_x``, a glob like ``jobs/*.py``) and every relative link exists,
+  and a link's ``#anchor`` is a heading of the page it names;
 - every config key written as ``section.key`` (``write.max_error_fraction``), every ``--set KEY=`` and
   every key of a YAML block shaped like a georank config is a real key of :class:`GeorankConfig`
   (keys under a mapping such as ``spark.conf`` are free);
@@ -132,6 +133,19 @@ def _module_problem(name: str) -> str | None:
     return f"{name}: no such module"
 
 
+def anchors_of(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to ``-``."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", _FENCE.sub("", text), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n, unique = 0, slug
+        while unique in found:  # a repeated heading gets -1, -2, ...
+            n += 1
+            unique = f"{slug}-{n}"
+        found.add(unique)
+    return found
+
+
 def problems_of(text: str, where: Path) -> list[str]:
     """Everything ``text`` (a page at ``where``) names that does not exist."""
     problems: list[str] = []
@@ -146,6 +160,14 @@ def problems_of(text: str, where: Path) -> list[str]:
         pattern = re.sub(r"\b[A-Z]{3,}\b", "*", rel) if rel != "README.md" else rel  # jobs/NAME.py: a placeholder
         if not glob.glob(str(base / pattern)):
             problems.append(f"path {rel} does not exist")
+    for target in _LINK.findall(text):
+        page, _, anchor = target.partition("#")
+        if not anchor or re.match(r"[a-z]+:", target):
+            continue
+        linked = where.parent / page
+        heads = anchors_of(text) if not page else anchors_of(linked.read_text()) if linked.is_file() else None
+        if heads is not None and anchor not in heads:
+            problems.append(f"link {target}: no heading #{anchor} in {page or where.name}")
     keys = {s for s in spans if _KEY.fullmatch(s) and s.split(".")[0] in SECTIONS and not s.endswith(_FILE_SUFFIXES)}
     for key in keys:
         path = tuple(key.split("."))
@@ -185,7 +207,9 @@ def test_checker_catches_what_rots(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     text = """
 Run `write.max_error_fraction` and `write.no_such_knob`; see `jobs/no_such_job.py`, [ops](missing.md)
-and `georank.write.no_such_function`.
+and `georank.write.no_such_function`; [here](#no-such-heading), [there](#the-checks-own-heading).
+
+## The check's own heading
 
 ```bash
 ./spark-submit.sh jobs/geotag.py --conf conf/local.yaml --run-date 2026-11-23 --no-such-flag \\
@@ -201,7 +225,7 @@ write:
     found = "\n".join(problems_of(text, page))
     for expected in ("config key write.no_such_knob", "path jobs/no_such_job.py", "path missing.md",
                      "georank.write has no 'no_such_function'", "jobs/geotag.py accepts no --no-such-flag",
-                     "--set rank.no_such_key", "yaml key write.breaker_consecutivez"):
+                     "--set rank.no_such_key", "yaml key write.breaker_consecutivez", "no heading #no-such-heading"):
         assert expected in found, f"expected a problem naming {expected!r}, got:\n{found}"
-    for fine in ("max_error_fraction:", "spark.ui.port", "--run-date", "conf/local.yaml"):
+    for fine in ("max_error_fraction:", "spark.ui.port", "--run-date", "conf/local.yaml", "#the-checks-own-heading"):
         assert fine not in found, f"{fine} is real, yet reported:\n{found}"
