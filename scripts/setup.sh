@@ -19,10 +19,15 @@ log() { echo "[georank setup] $*" >&2; }
 
 py="${GEORANK_PYTHON:-python3}"
 venv="$root/.venv"
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo "none"; }
 if [ ! -x "$venv/bin/python" ]; then
+  got="$(py_version "$py")"
+  [ "$got" = 3.11 ] || { echo "setup.sh: expected Python 3.11 for .venv, got $got from '$py' (set GEORANK_PYTHON=python3.11)" >&2; exit 1; }
   log "creating virtual environment in .venv"
   "$py" -m venv "$venv"
 fi
+got="$(py_version "$venv/bin/python")"
+[ "$got" = 3.11 ] || { echo "setup.sh: expected Python 3.11 in .venv, got $got: remove .venv and rerun with GEORANK_PYTHON=python3.11" >&2; exit 1; }
 stamp="$venv/.georank-setup"
 want="$(cat setup.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
