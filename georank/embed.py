@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from georank.config import EmbedConfig, GeorankConfig, S3Config
-from georank.errors import CheckpointError, ConfigError, SetupError
+from georank.errors import CheckpointError, ConfigError
+from georank.resources import require_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -231,8 +232,7 @@ def load_embedder(cfg: EmbedConfig, s3: S3Config, *, resolve: Callable[[str], st
         if not cfg.heads_uri:
             raise ConfigError("embed.kind is 'g3' but embed.heads_uri is not set; expected a safetensors file URI")
         heads_file = local_path(res(cfg.heads_uri), s3)
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise SetupError("embed.device is 'cuda' but torch sees no GPU; expected one, or set embed.device=cpu")
+    require_device("embed.device", cfg.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
     device = device_key(cfg.device)  # "cuda:N": this task's GPU, fixed for the embedder's life
 

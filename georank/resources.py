@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
+from georank.errors import SetupError
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,18 @@ def device_key(device: str) -> str:
     import torch
 
     return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else device
+
+
+def require_device(key: str, device: str) -> None:
+    """Refuse ``cuda`` for the config key ``key`` (``rank.device``, ``embed.device``,
+    ``train.device``) where torch sees no CUDA device: a SetupError naming the key, never a silent
+    run on the CPU."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SetupError(f"{key} is 'cuda' but torch sees no CUDA device; expected one, or set {key}=cpu")
 
 
 def build_count(kind: str, key: Hashable) -> int:

@@ -213,8 +213,9 @@ def load_ranker(
     attn_implementation: str = "sdpa",
 ) -> GeoRankerModel:
     """A ready-to-score GeoRanker (eval mode, no gradients) from local directories."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("rank.device is 'cuda' but torch sees no CUDA device; valid: cpu, cuda")
+    from georank.resources import require_device
+
+    require_device("rank.device", device)
     backbone = load_backbone(Path(base_dir), device=device, dtype=dtype, attn_implementation=attn_implementation)
     ranker = GeoRankerModel(backbone)
     attach_adapter(ranker, Path(adapter_dir))

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from georank.config import TrainConfig
-from georank.errors import CheckpointError
 from georank.rank.checkpoint import HEAD_NAME, load_backbone
 from georank.rank.model import GeoRankerModel
+from georank.resources import require_device
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,14 @@ def train_device(device: str) -> torch.device:
     """Where this training process's model lives for ``train.device``: the CPU, or on ``cuda`` this
     process's GPU: ``LOCAL_RANK`` (set by torchrun and TorchDistributor) modulo the GPUs it sees, so
     one process per GPU whether each sees every GPU of the host or only its own
-    (``CUDA_VISIBLE_DEVICES``). Raises CheckpointError when ``cuda`` is asked and none is visible.
+    (``CUDA_VISIBLE_DEVICES``). Raises SetupError when ``cuda`` is asked and none is visible.
 
     >>> train_device("cpu")
     device(type='cpu')
     """
+    require_device("train.device", device)
     if device == "cpu":
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise CheckpointError("train.device is 'cuda' but torch sees no CUDA device; valid: cpu, cuda")
     index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
     torch.cuda.set_device(index)
     return torch.device("cuda", index)

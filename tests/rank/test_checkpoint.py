@@ -15,7 +15,7 @@ from rank_helpers import noise_image
 from safetensors.torch import load_file, save_file
 
 from georank.config import RankConfig
-from georank.errors import CheckpointError
+from georank.errors import CheckpointError, SetupError
 from georank.rank.checkpoint import load_ranker, normalize_key
 from georank.rank.model import GeoRankerModel
 from georank.rank.prompts import RankCandidate, RankQuery, encode_query
@@ -199,7 +199,7 @@ def test_bfloat16_as_the_published_checkpoint_runs(tiny_new, processor, ours_new
 
 def test_cuda_without_a_gpu_fails_clearly(tiny_new, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(CheckpointError, match="rank.device is 'cuda' but torch sees no CUDA device"):
+    with pytest.raises(SetupError, match="rank.device is 'cuda' but torch sees no CUDA device"):
         load_ranker(*tiny_new, device="cuda")
 
 

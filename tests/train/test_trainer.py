@@ -345,13 +345,13 @@ def test_train_device_cuda_puts_the_model_on_the_gpu_or_fails_naming_the_key(
 ) -> None:
     """``train.device: cuda`` trains on this process's GPU; without one it fails at start-up naming
     the key, instead of training on the CPU while the config says cuda."""
-    from georank.errors import CheckpointError
+    from georank.errors import SetupError
     from georank.train.stages import train_lora
 
     cfg = _cfg(tiny_world, tmp_path, "train.steps=1", "train.device=cuda")
     base = tiny_world / "models" / "ranker" / "base"
     if not torch.cuda.is_available():
-        with pytest.raises(CheckpointError, match=r"train\.device is 'cuda' but torch sees no CUDA device"):
+        with pytest.raises(SetupError, match=r"train\.device is 'cuda' but torch sees no CUDA device"):
             train_lora(cfg, base_dir=base, data_uri=groups, out_dir=None, checkpoint_dir=None, processor=processor)
         return
     result, peft_model = train_lora(cfg, base_dir=base, data_uri=groups, out_dir=tmp_path / "a", checkpoint_dir=None,
