@@ -237,3 +237,16 @@ def test_a_validator_of_ours_reads_as_one_sentence() -> None:
     with pytest.raises(ConfigError, match=r"config key 'input.catalogue' .*: expected input.catalogue.image_uri_column "
                                           r"or image_bytes_column, got neither$"):
         load_config(ROOT / "conf" / "local.yaml", ["input.catalogue.image_uri_column=null"])
+
+
+def test_a_bare_on_or_off_is_the_word_not_a_boolean(tmp_path: Path) -> None:
+    """YAML reads a bare ``off`` as false: the keys whose words are on/off take it as the word."""
+    conf = tmp_path / "c.yaml"
+    conf.write_text("write:\n  commit_lock: off\ninput:\n  catalogue:\n    regeotag: off\n")
+    cfg = load_config(conf)
+    assert (cfg.write.commit_lock, cfg.input.catalogue.regeotag) == ("off", "off")
+    assert load_config(conf, ["write.commit_lock=on"]).write.commit_lock == "on"
+    with pytest.raises(ConfigError, match="'input.catalogue.regeotag'.*expected one of 'off' or 'older'"):
+        load_config(conf, ["input.catalogue.regeotag=on"])  # 'on' is no word of this key
+    with pytest.raises(ConfigError, match="'rank.dtype'"):
+        validate_config({"rank": {"dtype": False}})  # a key without the words keeps refusing a boolean

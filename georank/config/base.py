@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 Device = Literal["cpu", "cuda"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -13,6 +13,23 @@ DType = Literal["float32", "bfloat16", "float16"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off_words(cls, data: Any) -> Any:
+        """YAML reads a bare ``on``/``off`` (and ``yes``/``no``) as a boolean: for a key whose words
+        are ``on``/``off`` (``write.commit_lock: off``, ``--set input.catalogue.regeotag=off``) the
+        boolean is taken as that word, as the person who typed it meant."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            value = out.get(name)
+            if isinstance(value, bool) and get_origin(field.annotation) is Literal:
+                word = "on" if value else "off"
+                if word in get_args(field.annotation):
+                    out[name] = word
+        return out
 
 
 
