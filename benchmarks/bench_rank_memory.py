@@ -66,7 +66,10 @@ def child(n_photos: int, gallery: list[str], query_side: tuple[int, int], seed: 
     import georank.ranking as R
     from georank import schema as S
     from georank.config import load_config
-    from georank.run_info import RunInfo
+    try:
+        from georank.run_info import RunInfo
+    except ImportError:  # an older checkout (--code) kept it in georank.pipeline
+        from georank.pipeline import RunInfo  # type: ignore[no-redef]
 
     # Only the keys this needs (the demo's ranker, as conf/local.yaml sizes it; skip rule off), so
     # that an older checkout (--code) validates the same config.

@@ -5,7 +5,7 @@ The look field (random Fourier features at wavelengths ``LOOK_SCALES_KM``, from 
 40 km, seeded by ``LOOK_SEED``, independent of the world's seed) gives every location
 ``LOOK_CHANNELS`` appearance parameters in (0, 1). :func:`render_photo` draws sky, skyline and
 ground from them, and adds the photo's own size, pan, tilt, exposure, colour cast and noise.
-Changing anything here changes the demo's bytes: bump :data:`georank.demo.GENERATOR_VERSION`.
+Changing anything here changes the demo's bytes: bump :data:`georank.demo.world.GENERATOR_VERSION`.
 Runs on the driver only.
 """
 

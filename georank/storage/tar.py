@@ -191,7 +191,7 @@ def _load_index(index_uri: str, s3: S3Config) -> TarIndex:
         data = storage.read_bytes(index_uri, s3)
     except StorageError as err:
         raise PhotoError("read", f"tar member index {index_uri} unreadable ({err.reason}); build it with "
-                                 "georank.storage.tar.build_tar_index") from None
+                                 "georank.storage.tar.build_tar_index", kind=err.kind) from None
     return TarIndex.from_table(pq.read_table(pa.BufferReader(data)), where=index_uri)
 
 
@@ -233,15 +233,15 @@ def read_tar_member(uri: str, s3cfg: S3Config, *, max_bytes: int | None = None, 
     archive, member = split_tar_uri(uri)
     found = get_index(archive, s3cfg).find(member)
     if found is None:
-        raise PhotoError("read", f"member {member!r} not in the index of {archive}")
+        raise PhotoError("read", f"member {member!r} not in the index of {archive}", kind="not_found")
     offset, size = found
     if max_bytes is not None and size > max_bytes:
-        raise PhotoError("read", f"member is {size} bytes, over the limit of {max_bytes} (decode.max_bytes)")
+        raise PhotoError("read", f"member is {size} bytes, over the limit of {max_bytes} (decode.max_bytes)", kind="too_large")
     start = offset - _BLOCK  # the member's own header, checked before its bytes are trusted
     try:
         blob = storage.read_range(archive, s3cfg, start=start, length=size + _BLOCK, client=client)
     except StorageError as err:
-        raise PhotoError("read", f"tar archive unreadable ({err.reason})") from None
+        raise PhotoError("read", f"tar archive unreadable ({err.reason})", kind=err.kind) from None
     why = _header_ok(blob[:_BLOCK], member, size)
     if why is None and len(blob) != size + _BLOCK:
         why = "the archive is shorter than the index says"

@@ -104,8 +104,36 @@ def test_missing_member_archive_or_index_and_a_stale_index_are_read_errors(
     resources.clear()
     with pytest.raises(PhotoError, match=r"the index does not match the archive \(rebuild it\)"):
         read_bytes(f"tar://{stale}#{_names()[10]}", S3Config())
-    with pytest.raises(PhotoError, match=r"over the limit of 10 \(decode.max_bytes\)"):
+    with pytest.raises(PhotoError, match=r"over the limit of 10 \(decode.max_bytes\)") as too_large:
         read_bytes(f"tar://{path}#photos/red.jpg", S3Config(), max_bytes=10)
+    assert too_large.value.kind == "too_large"
+
+
+def test_tar_read_errors_keep_the_storage_kind_the_breaker_reads(
+    archive: tuple[Path, dict[str, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing archive, index or member is ``not_found`` (per photo); an unreachable S3 endpoint
+    stays ``unreachable``, the run-level cause the circuit breaker counts."""
+    from georank.isolation import run_level_cause
+
+    path, _ = archive
+    build_tar_index(str(path), S3Config())
+    resources.clear()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # credentials found: the endpoint is what fails
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    kinds = {}
+    for name, uri, s3 in [
+        ("member", f"tar://{path}#nope.jpg", S3Config()),
+        ("index", f"tar://{tmp_path / 'other.tar'}#a.jpg", S3Config()),
+        ("unreachable", "tar://s3://mp16/x.tar#a.jpg", S3Config(endpoint_url="http://127.0.0.1:9", path_style=True)),
+    ]:
+        with pytest.raises(PhotoError) as err:
+            read_bytes(uri, s3)
+        kinds[name] = err.value.kind
+    assert kinds == {"member": "not_found", "index": "not_found", "unreachable": "unreachable"}
+    with pytest.raises(PhotoError) as err:
+        read_bytes("tar://s3://mp16/x.tar#a.jpg", S3Config(endpoint_url="http://127.0.0.1:9", path_style=True))
+    assert run_level_cause(err.value) is not None
 
 
 @pytest.fixture(scope="module")
