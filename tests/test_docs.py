@@ -4,12 +4,14 @@
   ``tests/core/test_guards.py::test_x``, a glob like ``jobs/*.py``) and every relative link exists,
   and a link's ``#anchor`` is a heading of the page it names;
 - every config key written as ``section.key`` (``write.max_error_fraction``), every ``--set KEY=`` and
-  every key of a YAML block shaped like a georank config is a real key of :class:`GeorankConfig`
-  (keys under a mapping such as ``spark.conf`` are free);
+  every key of a YAML block with a georank section is a real key of :class:`GeorankConfig` (keys
+  under a mapping such as ``spark.conf`` are free), and a value shown with it (``train.device:
+  cuda``, ``--set rank.dtype=bfloat16`` in a command) is one the config's own loading accepts;
 - every ``--flag`` of a shown command that runs a job (``./spark-submit.sh jobs/NAME.py ...``,
-  ``python jobs/NAME.py ...``) is one that job's parser accepts, and every ``--flag`` given to a
-  script or benchmark of the repository appears in that file;
-- every ``georank.x.y`` they name imports (a module, or an attribute of one).
+  ``python jobs/NAME.py ...``, in a fenced block, indented or not, or inline) is one that job's
+  parser accepts, and every ``--flag`` given to a script or benchmark appears in that file;
+- every ``georank.x.y`` they name, and every name a shown ``from georank.x import ...`` imports,
+  exists.
 
 Fast (no Spark, no model): the checker is plain text work, and :func:`test_checker_catches_what_rots`
 shows it failing on a page that names a missing job, key, flag and path.
@@ -31,9 +33,10 @@ import pytest
 import yaml
 
 from georank.cli import base_parser
-from georank.config import GeorankConfig
+from georank.config import GeorankConfig, load_config
 from georank.config.messages import _is_model, _unwrap_optional
 from georank.config.overrides import override_path
+from georank.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -44,11 +47,22 @@ _TOP_ALT = "|".join(re.escape(t) for t in TOP)
 _PATH = re.compile(rf"(?<![\w./-])(?:\./)?((?:{_TOP_ALT})/[\w./*-]*|spark-submit\.sh|setup\.py)")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
-_FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.M | re.S)
+_FENCE = re.compile(r"^( *)```([\w-]*)\n(.*?)^\1```", re.M | re.S)  # also indented under a list item
 _KEY = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+")
 _SET = re.compile(r"--set[ =]+['\"]?((?:\"[^\"]*\"|[^=\s'\"])+)=")
 _MODULE = re.compile(r"\bgeorank(?:\.[A-Za-z_]\w*)+")
+_FROM_IMPORT = re.compile(r"^[ \t]*from (georank[\w.]*) import (?:\(([\w,\s]+)\)|([\w, \t]+)$)", re.M)
+_KEY_VALUE = re.compile(r"([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+) ?(?::|=) ?(.+)")
 _FILE_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".sh", ".ipynb", ".json", ".parquet", ".jar", ".txt", ".html", ".png", ".tar")
+
+
+def fences(text: str) -> list[tuple[str, str]]:
+    """``(language, body)`` of every fenced block, an indented one's body dedented."""
+    out = []
+    for indent, lang, body in _FENCE.findall(text):
+        lines = [line[len(indent):] if line.startswith(indent) else line for line in body.splitlines()]
+        out.append((lang, "\n".join(lines) + "\n"))
+    return out
 
 
 def key_problem(path: tuple[str, ...]) -> str | None:
@@ -89,7 +103,7 @@ def job_options(job: str) -> frozenset[str]:
 def _commands(text: str) -> list[list[str]]:
     """Shell commands in the page's code blocks (continuation lines joined), split like a shell would."""
     out = []
-    for _, body in _FENCE.findall(text):
+    for _, body in fences(text):
         for line in body.replace("\\\n", " ").splitlines():
             line = line.split(" #", 1)[0].strip().removeprefix("$ ")
             if not line or line.startswith("#"):
@@ -146,17 +160,45 @@ def anchors_of(text: str) -> set[str]:
     return found
 
 
+def _value_problem(key: str, value: str) -> str | None:
+    """Why ``key`` cannot take ``value`` (None when it can): the config's own loading decides,
+    over conf/local.yaml, as ``--set key=value`` would."""
+    if re.search(r"[<{]|\.\.\.|\bYOUR\b|your-", value):
+        return None  # a placeholder (<uri>, {run_date}, s3://your-bucket/...)
+    try:
+        load_config(ROOT / "conf" / "local.yaml", [f"{key}={value}"])
+    except ConfigError as exc:
+        text = str(exc)
+        return text[text.index("expected"):] if "expected" in text else text
+    return None
+
+
+def _config_key_problems(key: str, value: str | None) -> list[str]:
+    path = override_path(key)  # under a mapping of scalars (spark.conf) the rest is one key
+    if path[0] not in SECTIONS or key.endswith(_FILE_SUFFIXES):
+        return []
+    if path[0] == "spark" and path[1] not in GeorankConfig.model_fields["spark"].annotation.model_fields:
+        return []  # a Spark property (spark.executor.memory), not georank's spark section
+    if (why := key_problem(path)) is not None:
+        return [f"config key {key}: {why}"]
+    if value is not None and (why := _value_problem(key, value)) is not None:
+        return [f"config value {key}={value}: {why}"]
+    return []
+
+
 def problems_of(text: str, where: Path) -> list[str]:
     """Everything ``text`` (a page at ``where``) names that does not exist."""
     problems: list[str] = []
     spans = _CODE_SPAN.findall(_FENCE.sub("", text))
-    blocks = [body for _, body in _FENCE.findall(text)]
-    code = "\n".join(spans + blocks)
-    for raw in set(_PATH.findall(code)) | {m for m in _LINK.findall(text) if not re.match(r"[a-z]+:|#", m)}:
+    blocks = [body for _, body in fences(text)]
+    # paths in code are the repository's; links are the page's own (GitHub resolves them from its folder)
+    named = {(ROOT if raw.split("/")[0] in TOP or raw in ("spark-submit.sh", "setup.py") else where.parent, raw)
+             for raw in _PATH.findall("\n".join(spans + blocks))}
+    named |= {(where.parent, m) for m in _LINK.findall(text) if not re.match(r"[a-z]+:|#", m)}
+    for base, raw in named:
         rel = re.split(r"::|#|:\d", raw)[0].rstrip(".,;:")
         if not rel or "{" in rel or "<" in rel:
             continue
-        base = ROOT if rel.split("/")[0] in TOP or rel in ("spark-submit.sh", "setup.py") else where.parent
         pattern = re.sub(r"\b[A-Z]{3,}\b", "*", rel) if rel != "README.md" else rel  # jobs/NAME.py: a placeholder
         if not glob.glob(str(base / pattern)):
             problems.append(f"path {rel} does not exist")
@@ -168,23 +210,29 @@ def problems_of(text: str, where: Path) -> list[str]:
         heads = anchors_of(text) if not page else anchors_of(linked.read_text()) if linked.is_file() else None
         if heads is not None and anchor not in heads:
             problems.append(f"link {target}: no heading #{anchor} in {page or where.name}")
-    keys = {s for s in spans if _KEY.fullmatch(s) and s.split(".")[0] in SECTIONS and not s.endswith(_FILE_SUFFIXES)}
-    for key in keys:
-        path = tuple(key.split("."))
-        if path[0] == "spark" and path[1] not in GeorankConfig.model_fields["spark"].annotation.model_fields:
-            continue  # a Spark property (spark.executor.memory), not georank's spark section
-        if (why := key_problem(path)) is not None:
-            problems.append(f"config key {key}: {why}")
+    for span in spans:  # `write.max_error_fraction`, `train.device: cuda`, `rank.max_pixels=200704`
+        if _KEY.fullmatch(span):
+            problems += _config_key_problems(span, None)
+        elif (m := _KEY_VALUE.fullmatch(span)) is not None:
+            problems += _config_key_problems(m.group(1), m.group(2).strip())
     for key in {k for k in _SET.findall(text) if "." in k}:  # --set KEY=VALUE is a placeholder
         if (why := key_problem(override_path(key))) is not None:
             problems.append(f"--set {key}: {why}")
-    for lang, body in _FENCE.findall(text):
+    for lang, body in fences(text):
         tree = yaml.safe_load(body) if lang in ("yaml", "yml") else None
-        if isinstance(tree, dict) and tree and all(k in SECTIONS for k in tree):
+        if isinstance(tree, dict) and any(k in SECTIONS for k in tree):  # a georank config (or part of one)
             problems += [f"yaml key {'.'.join(p)}: {why}" for p in _yaml_paths(tree) if (why := key_problem(p))]
-    for argv in _commands(text):
+    commands = _commands(text) + [shlex.split(s) for s in spans if re.search(r"(jobs|scripts|benchmarks)/\S+ .*--", s)]
+    for argv in commands:
         problems += _flag_problems(argv)
-    for name in {m.rstrip(".") for s in spans + blocks for m in _MODULE.findall(s)}:
+        for i, word in enumerate(argv[:-1]):
+            if word == "--set" and "=" in argv[i + 1] and '"' not in argv[i + 1]:
+                key, value = argv[i + 1].split("=", 1)
+                problems += [p for p in _config_key_problems(key, value) if p.startswith("config value")]
+    names = {m.rstrip(".") for s in spans + blocks for m in _MODULE.findall(s)}
+    names |= {f"{mod}.{n.strip()}" for b in blocks for mod, wrapped, plain in _FROM_IMPORT.findall(b)
+              for n in (wrapped or plain).split(",") if n.strip()}
+    for name in names:
         if (why := _module_problem(name)) is not None:
             problems.append(f"module {why}")
     return sorted(set(problems))
@@ -220,12 +268,31 @@ and `georank.write.no_such_function`; [here](#no-such-heading), [there](#the-che
 write:
   max_error_fraction: 0.5
   breaker_consecutivez: 3
+wirte:
+  commit_lock: off
+```
+
+1. Indented under a list item, with `train.device: gpu` and `write.commit_lock: off` beside it:
+
+   ```bash
+   ./spark-submit.sh jobs/publish.py --conf conf/local.yaml --no-such-publish-flag --set rank.dtype=float8
+   ```
+
+Inline: `./spark-submit.sh jobs/evaluate.py --conf conf/local.yaml --no-such-eval-flag`; a link
+from a page in docs/ to [the job](jobs/geotag.py) is resolved from docs/, as GitHub does.
+
+```python
+from georank.eval.report import EvalReport, write_report
 ```
 """
     found = "\n".join(problems_of(text, page))
     for expected in ("config key write.no_such_knob", "path jobs/no_such_job.py", "path missing.md",
                      "georank.write has no 'no_such_function'", "jobs/geotag.py accepts no --no-such-flag",
-                     "--set rank.no_such_key", "yaml key write.breaker_consecutivez", "no heading #no-such-heading"):
+                     "--set rank.no_such_key", "yaml key write.breaker_consecutivez", "no heading #no-such-heading",
+                     "yaml key wirte", "jobs/publish.py accepts no --no-such-publish-flag", "config value rank.dtype=float8",
+                     "jobs/evaluate.py accepts no --no-such-eval-flag", "config value train.device=gpu",
+                     "path jobs/geotag.py does not exist", "georank.eval.report has no 'write_report'"):
         assert expected in found, f"expected a problem naming {expected!r}, got:\n{found}"
-    for fine in ("max_error_fraction:", "spark.ui.port", "--run-date", "conf/local.yaml", "#the-checks-own-heading"):
+    for fine in ("max_error_fraction:", "spark.ui.port", "--run-date", "conf/local.yaml", "#the-checks-own-heading",
+                 "write.commit_lock", "EvalReport"):
         assert fine not in found, f"{fine} is real, yet reported:\n{found}"
