@@ -8,8 +8,8 @@
   under a mapping such as ``spark.conf`` are free), and a value shown with it (``train.device:
   cuda``, ``--set rank.dtype=bfloat16`` in a command) is one the config's own loading accepts;
 - every ``--flag`` of a shown command that runs a job (``./spark-submit.sh jobs/NAME.py ...``,
-  ``python jobs/NAME.py ...``, in a fenced block, indented or not, or inline) is one that job's
-  parser accepts, and every ``--flag`` given to a script or benchmark appears in that file;
+  ``python jobs/NAME.py ...``, in a fenced block, indented or not, or inline) or listed in a table
+  row of that one job is one its parser accepts, and every ``--flag`` given to a script or benchmark appears in that file;
 - every ``georank.x.y`` they name, and every name a shown ``from georank.x import ...`` imports,
   exists.
 
@@ -229,6 +229,11 @@ def problems_of(text: str, where: Path) -> list[str]:
             if word == "--set" and "=" in argv[i + 1] and '"' not in argv[i + 1]:
                 key, value = argv[i + 1].split("=", 1)
                 problems += [p for p in _config_key_problems(key, value) if p.startswith("config value")]
+    for line in re.findall(r"^\|.*$", _FENCE.sub("", text), re.M):  # a table row of one job: its arguments
+        jobs = re.findall(r"`jobs/(\w+)\.py`", line)
+        if len(jobs) == 1 and (ROOT / "jobs" / f"{jobs[0]}.py").is_file():
+            flags = {f for s in _CODE_SPAN.findall(line) for f in re.findall(r"(?<![\w-])--[a-z][\w-]*", s)}
+            problems += [f"jobs/{jobs[0]}.py accepts no {f}" for f in sorted(flags - job_options(jobs[0]))]
     names = {m.rstrip(".") for s in spans + blocks for m in _MODULE.findall(s)}
     names |= {f"{mod}.{n.strip()}" for b in blocks for mod, wrapped, plain in _FROM_IMPORT.findall(b)
               for n in (wrapped or plain).split(",") if n.strip()}
@@ -278,6 +283,8 @@ wirte:
    ./spark-submit.sh jobs/publish.py --conf conf/local.yaml --no-such-publish-flag --set rank.dtype=float8
    ```
 
+| `jobs/publish.py` | `--catalogue URI`, `--no-such-row-flag` |
+
 Inline: `./spark-submit.sh jobs/evaluate.py --conf conf/local.yaml --no-such-eval-flag`; a link
 from a page in docs/ to [the job](jobs/geotag.py) is resolved from docs/, as GitHub does.
 
@@ -291,7 +298,8 @@ from georank.eval.report import EvalReport, write_report
                      "--set rank.no_such_key", "yaml key write.breaker_consecutivez", "no heading #no-such-heading",
                      "yaml key wirte", "jobs/publish.py accepts no --no-such-publish-flag", "config value rank.dtype=float8",
                      "jobs/evaluate.py accepts no --no-such-eval-flag", "config value train.device=gpu",
-                     "path jobs/geotag.py does not exist", "georank.eval.report has no 'write_report'"):
+                     "path jobs/geotag.py does not exist", "georank.eval.report has no 'write_report'",
+                     "jobs/publish.py accepts no --no-such-row-flag"):
         assert expected in found, f"expected a problem naming {expected!r}, got:\n{found}"
     for fine in ("max_error_fraction:", "spark.ui.port", "--run-date", "conf/local.yaml", "#the-checks-own-heading",
                  "write.commit_lock", "EvalReport"):
