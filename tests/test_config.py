@@ -250,3 +250,13 @@ def test_a_bare_on_or_off_is_the_word_not_a_boolean(tmp_path: Path) -> None:
         load_config(conf, ["input.catalogue.regeotag=on"])  # 'on' is no word of this key
     with pytest.raises(ConfigError, match="'rank.dtype'"):
         validate_config({"rank": {"dtype": False}})  # a key without the words keeps refusing a boolean
+
+
+def test_gpu_training_processes_need_train_device_cuda() -> None:
+    """NCCL over CPU tensors would fail at the first all-reduce, after Spark started the processes:
+    the config refuses the pair at start-up, naming both keys."""
+    with pytest.raises(ConfigError, match=r"train\.distributed\.use_gpu .*expected train\.device cuda, got cpu"):
+        load_config(ROOT / "conf" / "local.yaml", ["train.distributed.enabled=true", "train.distributed.use_gpu=true"])
+    cfg = load_config(ROOT / "conf" / "local.yaml",
+                      ["train.distributed.enabled=true", "train.distributed.use_gpu=true", "train.device=cuda"])
+    assert cfg.train.device == "cuda"

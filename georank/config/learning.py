@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from georank.config.base import Device, _Section
 
@@ -90,6 +90,13 @@ class TrainConfig(_Section):
     device: Device = "cpu"  # where the trainer runs (cuda: one GPU per process)
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     distributed: TrainDistributedConfig = Field(default_factory=TrainDistributedConfig)
+
+    @model_validator(mode="after")
+    def _gpu_processes_train_on_gpus(self) -> "TrainConfig":
+        if self.distributed.enabled and self.distributed.use_gpu and self.device != "cuda":
+            raise ValueError("train.distributed.use_gpu starts one process per GPU (NCCL): expected train.device "
+                             "cuda, got cpu")
+        return self
 
 
 class BenchmarkColumnsConfig(_Section):
