@@ -110,26 +110,27 @@ def warmup_compare(cfg: GeorankConfig, *, base_dir: Path, data_uri: str, out_bas
         )
     t = cfg.train
     torch.manual_seed(t.seed)
-    ranker = load_base_ranker(Path(base_dir), seed=t.seed)
+    ranker = load_base_ranker(Path(base_dir), seed=t.seed, device=t.device)  # train.device, as the LoRA stage
+    device = ranker.value_head.weight.device
     ranker.train()
     ranker.requires_grad_(True)
     ranker.value_head.requires_grad_(False)  # not used here: the LoRA stage draws a fresh one
     ranker.model.get_input_embeddings().weight.requires_grad_(False)
     processor = load_processor(Path(base_dir), min_pixels=cfg.rank.min_pixels, max_pixels=cfg.rank.max_pixels)
     scorer = GroupScorer(ranker, processor, cfg.rank)
-    aux = torch.nn.Linear(ranker.value_head.in_features, TARGET_DIM)
+    aux = torch.nn.Linear(ranker.value_head.in_features, TARGET_DIM).to(device)
     params = [p for p in ranker.model.parameters() if p.requires_grad] + list(aux.parameters())
     opt = torch.optim.AdamW(params, lr=t.warmup_lr, weight_decay=t.weight_decay)
     stream = make_stream(cfg, base_dir=Path(base_dir), data_uri=data_uri, processor=processor)
 
-    stats = compare_targets(_pairs(stream(0), STAT_GROUPS))
+    stats = compare_targets(_pairs(stream(0), STAT_GROUPS)).to(device)
     mean, var = stats.mean(0), stats.var(0) + 1e-6
     items = stream(0)
     t0, window_t, window_loss, window_n, loss_value = time.monotonic(), time.monotonic(), 0.0, 0, math.nan
     for step in range(1, steps + 1):
         pairs = _pairs(items, t.queries_per_step)
         h_last = ranker.last_hidden(**scorer.inputs(pairs).as_kwargs())  # (n, hidden): what the score head reads
-        loss = (((aux(h_last) - (compare_targets(pairs) - mean)) ** 2) / var).mean()  # 1.0: predicting the mean
+        loss = (((aux(h_last) - (compare_targets(pairs).to(device) - mean)) ** 2) / var).mean()  # 1.0: predicting the mean
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
