@@ -223,6 +223,31 @@ def _place_of(cities: GeoNamesCities, i: int) -> Place:
     )
 
 
+def _nearest_cities(lat_deg: np.ndarray, lon_deg: np.ndarray, *, caller: str,
+                    with_km: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(lat, lon, city, dist_km)``, each ``(n,)``: the points as float64, the index of each valid
+    point's nearest GeoNames city (-1 for an invalid point: NaN, out of range) by one tree query for
+    the batch, and, with ``with_km``, the WGS-84 geodesic km to it (NaN where invalid or not asked)."""
+    from georank.geo import geodesic_km
+
+    lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
+    lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
+    if lat.ndim != 1 or lat.shape != lon.shape:
+        raise InputError(f"{caller}: expected lat_deg and lon_deg of one shape (n,), got {lat.shape} and {lon.shape}")
+    city = np.full(len(lat), -1, dtype=np.int64)
+    dist_km = np.full(len(lat), np.nan, dtype=np.float64)
+    ok = valid_latlon_mask(lat, lon)
+    if ok.any():
+        cities = geonames_cities()
+        _, nearest = cities.tree.query(ecef_km(lat[ok], lon[ok]), k=1)
+        city[ok] = np.atleast_1d(nearest)
+        if with_km:
+            for i in np.flatnonzero(ok).tolist():
+                c = int(city[i])
+                dist_km[i] = geodesic_km(float(lat[i]), float(lon[i]), float(cities.lat_deg[c]), float(cities.lon_deg[c]))
+    return lat, lon, city, dist_km
+
+
 def reverse_geocode(
     lat_deg: np.ndarray,
     lon_deg: np.ndarray,
@@ -237,37 +262,23 @@ def reverse_geocode(
     coordinate raises :class:`InputError` (``"error"``) or gets an empty ``Place()``
     (``"none"``). Runs on the driver or on executors (data loaded once per worker).
     """
-    lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
-    lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
-    if lat.ndim != 1 or lat.shape != lon.shape:
-        raise InputError(
-            f"reverse_geocode: expected lat_deg and lon_deg of one shape (n,), got {lat.shape} and {lon.shape}"
-        )
     if invalid not in ("error", "none"):
         raise InputError(f"reverse_geocode: invalid must be one of ['error', 'none'], got {invalid!r}")
-    ok = valid_latlon_mask(lat, lon)
-    if not ok.all() and invalid == "error":
-        bad = np.flatnonzero(~ok)
+    lat, lon, city, dist_km = _nearest_cities(lat_deg, lon_deg, caller="reverse_geocode", with_km=max_km is not None)
+    if invalid == "error" and (city < 0).any():
+        bad = np.flatnonzero(city < 0)
         raise InputError(
             f"reverse_geocode: expected finite coordinates in [-90, 90] x [-180, 180], got {len(bad)} invalid "
             f"(first at position {int(bad[0])}: lat={lat[bad[0]]}, lon={lon[bad[0]]}); pass invalid='none' to get "
             "empty places for them"
         )
     places = [Place()] * len(lat)
-    if not ok.any():
+    if (city < 0).all():
         return places
     cities = geonames_cities()
-    idx_ok = np.flatnonzero(ok)
-    _, nearest = cities.tree.query(ecef_km(lat[ok], lon[ok]), k=1)
-    if max_km is not None:
-        from georank.geo import geodesic_km
-
-    for i, c in zip(idx_ok.tolist(), np.asarray(nearest).tolist()):
-        if max_km is not None:
-            d_km = geodesic_km(float(lat[i]), float(lon[i]), float(cities.lat_deg[c]), float(cities.lon_deg[c]))
-            if d_km > max_km:
-                continue
-        places[i] = _place_of(cities, c)
+    for i in np.flatnonzero(city >= 0).tolist():
+        if max_km is None or dist_km[i] <= max_km:
+            places[i] = _place_of(cities, int(city[i]))
     return places
 
 
@@ -292,28 +303,18 @@ def nearest_places(lat_deg: np.ndarray, lon_deg: np.ndarray) -> NearestPlaces:
     batch (the table loaded once per Python worker), one geodesic per point. No distance cut-off:
     a point in mid-ocean gets its nearest place and the distance to it. Invalid coordinates give
     None / NaN rather than an error. Runs on the driver or on executors."""
-    from georank.geo import geodesic_km
-
-    lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
-    lon = np.atleast_1d(np.asarray(lon_deg, dtype=np.float64))
-    if lat.ndim != 1 or lat.shape != lon.shape:
-        raise InputError(
-            f"nearest_places: expected lat_deg and lon_deg of one shape (n,), got {lat.shape} and {lon.shape}"
-        )
+    lat, _, city, dist_km = _nearest_cities(lat_deg, lon_deg, caller="nearest_places", with_km=True)
     n = len(lat)
     cc: list[str | None] = [None] * n
     admin1: list[str | None] = [None] * n
     place: list[str | None] = [None] * n
-    dist_km = np.full(n, np.nan, dtype=np.float64)
-    ok = valid_latlon_mask(lat, lon)
-    if ok.any():
+    if (city >= 0).any():
         cities = geonames_cities()
-        _, nearest = cities.tree.query(ecef_km(lat[ok], lon[ok]), k=1)
-        for i, c in zip(np.flatnonzero(ok).tolist(), np.atleast_1d(nearest).tolist()):
+        for i in np.flatnonzero(city >= 0).tolist():
+            c = int(city[i])
             cc[i] = None if _blank(cities.cc[c]) else str(cities.cc[c])
             admin1[i] = None if _blank(cities.admin1[c]) else str(cities.admin1[c])
             place[i] = None if _blank(cities.name[c]) else str(cities.name[c])
-            dist_km[i] = geodesic_km(float(lat[i]), float(lon[i]), float(cities.lat_deg[c]), float(cities.lon_deg[c]))
     return NearestPlaces(country_code=cc, admin1=admin1, place=place, dist_km=dist_km)
 
 
