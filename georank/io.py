@@ -14,6 +14,7 @@ from typing import Any
 from georank import storage
 from georank.config import S3Config
 from georank.errors import PhotoError, StorageError
+from georank.uris import local_of
 
 
 def read_bytes(uri: str, s3: S3Config, *, max_bytes: int | None = None, client: Any | None = None) -> bytes:
@@ -116,7 +117,7 @@ def _as_folder_prefix(prefix: str) -> str:
 
 
 def _local_root(folder: str) -> Path:
-    return storage.local_of(folder)
+    return local_of(folder)
 
 
 def _relative(uri: str, folder: str) -> str:

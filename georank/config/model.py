@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from pydantic import Field
 
@@ -23,7 +22,7 @@ from georank.config.steps import (
     RetrieveConfig,
     SkipConfig,
 )
-from georank.errors import InputError
+from georank.uris import local_of
 
 
 class GeorankConfig(_Section):
@@ -56,10 +55,7 @@ class GeorankConfig(_Section):
         (``file:rel`` too) resolve against :attr:`project_root`. A ``file:`` URI naming another
         host is an InputError."""
         if uri.startswith("file:"):
-            parsed = urlparse(uri)
-            if parsed.netloc not in ("", "localhost"):
-                raise InputError(f"expected a local file: URI (file:///path), got one naming the host {parsed.netloc!r}: {uri}")
-            uri = unquote(parsed.path)
+            uri = str(local_of(uri))
         if "://" in uri or os.path.isabs(uri):
             return uri
         return str(Path(self.project_root or ".").resolve() / uri)

@@ -13,7 +13,7 @@ from georank import schema as S
 from georank.config import GeorankConfig
 from georank.errors import InputError
 from georank.io import list_images, photo_ids
-from georank.storage import local_of
+from georank.uris import local_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession

@@ -37,7 +37,7 @@ from georank.storage.files import (
 )
 from georank.storage.host import cache_root
 from georank.storage.pins import artifact_version, pin_artifacts, pinned, pinned_version
-from georank.storage.s3 import S3_SCHEMES, bad_relative, is_s3, join_uri, local_of, s3_client, split_s3, worker_client
+from georank.storage.s3 import S3_SCHEMES, bad_relative, is_s3, join_uri, s3_client, split_s3, worker_client
 
 __all__ = [
     "S3_SCHEMES",
@@ -51,7 +51,6 @@ __all__ = [
     "is_s3",
     "join_uri",
     "list_files",
-    "local_of",
     "local_path",
     "pin_artifacts",
     "pinned",

@@ -46,7 +46,8 @@ from georank.config import S3Config
 from georank.errors import StorageError
 from georank.storage.host import cache_root, host_lock, lock_file
 from georank.storage.pins import check_version, local_version, pinned_version, s3_objects, s3_version
-from georank.storage.s3 import _s3_errors, bad_relative, is_s3, local_of, s3_client, split_s3
+from georank.storage.s3 import _s3_errors, bad_relative, is_s3, s3_client, split_s3
+from georank.uris import local_of
 
 log = logging.getLogger(__name__)
 

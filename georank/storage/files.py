@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 
 from georank.config import S3Config
 from georank.errors import StorageError
-from georank.storage.s3 import _list_s3, _local_error, _s3_errors, is_s3, local_of, s3_client, split_s3, worker_client
+from georank.storage.s3 import _list_s3, _local_error, _s3_errors, is_s3, s3_client, split_s3, worker_client
+from georank.uris import local_of
 
 # ----------------------------------------------------------------------------- reading
 

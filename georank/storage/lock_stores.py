@@ -20,7 +20,8 @@ from georank.config import S3Config
 from georank.errors import SetupError
 from georank.storage.cache import host_lock
 from georank.storage.clocks import LockClock
-from georank.storage.s3 import _s3_error, local_of, s3_client, split_s3
+from georank.storage.s3 import _s3_error, s3_client, split_s3
+from georank.uris import local_of
 
 log = logging.getLogger(__name__)
 

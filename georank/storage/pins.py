@@ -33,7 +33,8 @@ from typing import Any
 
 from georank.config import GeorankConfig, S3Config
 from georank.errors import RunError, StorageError
-from georank.storage.s3 import _list_s3, is_s3, local_of, s3_client, split_s3
+from georank.storage.s3 import _list_s3, is_s3, s3_client, split_s3
+from georank.uris import local_of
 
 _active: dict[str, str] = {}  # this process's pinned versions, by normalised URI (see pinned())
 _active_lock = threading.Lock()

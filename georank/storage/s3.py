@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from georank.config import S3Config
 from georank.errors import InputError, StorageError
@@ -37,21 +37,6 @@ def split_s3(uri: str) -> tuple[str, str]:
     if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
         raise InputError(f"expected an s3://bucket/key URI, got {uri!r}")
     return parsed.netloc, parsed.path.lstrip("/")
-
-
-def local_of(uri: str) -> Path:
-    """The local path of a plain path or a ``file:`` URI (``file:///abs``, ``file://localhost/abs``,
-    ``file:/abs``; percent-escapes decoded). A ``file:`` URI naming another host is an InputError.
-
-    >>> local_of("file:///data/night%2001")
-    PosixPath('/data/night 01')
-    """
-    if not uri.startswith("file:"):
-        return Path(uri)
-    parsed = urlparse(uri)
-    if parsed.netloc not in ("", "localhost"):
-        raise InputError(f"expected a local file: URI (file:///path), got one naming the host {parsed.netloc!r}: {uri}")
-    return Path(unquote(parsed.path))
 
 
 def bad_relative(rel: str) -> str | None:
@@ -189,4 +174,4 @@ def _list_s3(bucket: str, prefix: str, client: Any, *, uri: str) -> Iterator[tup
                 yield obj["Key"], int(obj.get("Size", 0)), str(obj.get("ETag", ""))
 
 
-__all__ = ["CLIENT_TTL_S", "S3_SCHEMES", "bad_relative", "is_s3", "join_uri", "local_of", "s3_client", "split_s3", "worker_client"]
+__all__ = ["CLIENT_TTL_S", "S3_SCHEMES", "bad_relative", "is_s3", "join_uri", "s3_client", "split_s3", "worker_client"]

@@ -13,6 +13,7 @@ from georank import storage
 from georank.config import GeorankConfig, S3Config
 from georank.errors import InputError
 from georank.io import list_images, photo_ids
+from georank.uris import local_of
 
 S3 = S3Config()
 
@@ -25,13 +26,13 @@ def _photos(folder: Path) -> Path:
 
 
 def test_local_of_reads_every_local_spelling_of_a_file_uri(tmp_path: Path) -> None:
-    assert storage.local_of("file:///data/night%2001/a.jpg") == Path("/data/night 01/a.jpg")
-    assert storage.local_of("file://localhost/data/a.jpg") == Path("/data/a.jpg")
-    assert storage.local_of("file:/data/a.jpg") == Path("/data/a.jpg")
-    assert storage.local_of("/data/a%20b.jpg") == Path("/data/a%20b.jpg")  # a plain path is taken as is
+    assert local_of("file:///data/night%2001/a.jpg") == Path("/data/night 01/a.jpg")
+    assert local_of("file://localhost/data/a.jpg") == Path("/data/a.jpg")
+    assert local_of("file:/data/a.jpg") == Path("/data/a.jpg")
+    assert local_of("/data/a%20b.jpg") == Path("/data/a%20b.jpg")  # a plain path is taken as is
     with pytest.raises(InputError, match=r"^expected a local file: URI \(file:///path\), got one naming the host "
                        r"'nas': file://nas/data$"):
-        storage.local_of("file://nas/data")
+        local_of("file://nas/data")
 
 
 def test_resolve_turns_file_uris_into_local_paths(tmp_path: Path) -> None:
