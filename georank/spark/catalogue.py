@@ -112,6 +112,14 @@ def _is_current(versions: Versions) -> "Column":
     return cond
 
 
+def transient_error() -> "Column":
+    """True on an error row whose reason is transient (:data:`georank.catalogue.TRANSIENT_REASON`: the
+    run's surroundings, not the photo); False on any other row, a prediction included."""
+    from pyspark.sql import functions as F
+
+    return F.col("error_stage").isNotNull() & F.coalesce(F.col("error_reason").rlike(TRANSIENT_REASON), F.lit(False))
+
+
 def photo_state(results: "DataFrame", versions: Versions, run_date: dt.date) -> "DataFrame":
     """Per photo id of the results table (tonight's date left out): ``_current`` (a prediction from
     ``versions``), ``_predicted`` (a prediction from any), ``_permanent`` (a non-transient error from
@@ -120,7 +128,7 @@ def photo_state(results: "DataFrame", versions: Versions, run_date: dt.date) -> 
 
     err = F.col("error_stage").isNotNull()
     current = _is_current(versions)
-    transient = F.coalesce(F.col("error_reason").rlike(TRANSIENT_REASON), F.lit(False))
+    transient = transient_error()
     return (
         results.where(F.col("photo_id").isNotNull() & (F.col("run_date") != F.lit(run_date)))
         .groupBy("photo_id")
@@ -221,5 +229,5 @@ def with_versions(results: "DataFrame", versions: Versions) -> "DataFrame":
     ])
 
 
-__all__ = ["GEORANK_SOURCE", "Night", "due", "idle_summary", "load_table", "photo_state", "prior_results", "read_catalogue",
+__all__ = ["GEORANK_SOURCE", "Night", "due", "idle_summary", "load_table", "photo_state", "prior_results", "read_catalogue", "transient_error",
            "select_night", "with_versions"]

@@ -269,9 +269,9 @@ def _compute_and_commit(
     else:  # a catalogue night: a photo's own lasting error (not an image, corrupt) is committed, or the
         # next nights would take the same bad photos again forever; only transient failures (access,
         # credentials, endpoints, GPU memory: the run's, not the photo's) count against the night
-        from georank.catalogue import TRANSIENT_REASON
+        from georank.spark.catalogue import transient_error
 
-        transient = staged.where(F.col("error_stage").isNotNull() & F.col("error_reason").rlike(TRANSIENT_REASON))
+        transient = staged.where(transient_error())
         n_transient = transient.count() if errors else 0
         guards.check_error_fraction(what=f"run {run_id} (transient failures of a catalogue night)", read=n_read,
                                     errors=n_transient, max_fraction=cfg.write.max_error_fraction,
