@@ -170,9 +170,26 @@ def run_publish(
         raise InputError(f"results table {results_uri}: expected a Delta table written by jobs/geotag.py, got none")
 
     id_type = next(f.dataType for f in target.schema.fields if f.name.lower() == cols.id.lower())
-    latest = spark.sql(results.latest_sql("delta.`" + results_uri.replace("`", "``") + "`"))
+    # The results as they are now, pinned: the plan's counts and the MERGE see one version, even if a
+    # night commits meanwhile, and the latest answer per photo is ranked once for both (persisted).
+    version = write.table_version(spark, results_uri)
+    src = "delta.`" + results_uri.replace("`", "``") + "`" + f" VERSION AS OF {int(version or 0)}"
+    summary_version = {"results_version": version}
+    latest = spark.sql(results.latest_sql(src))
     # The catalogue's id type (a numeric id's photo_id is its text; one that is no number matches nothing).
-    latest = latest.withColumn("photo_id", F.col("photo_id").try_cast(id_type))
+    latest = latest.withColumn("photo_id", F.col("photo_id").try_cast(id_type)).persist()
+    try:
+        return _publish(latest, target, cfg, cols, catalogue=catalogue, results_uri=results_uri, run_id=run_id,
+                        min_conf=min_conf, max_spread=max_spread, dry_run=dry_run) | summary_version
+    finally:
+        latest.unpersist()
+
+
+def _publish(latest: "DataFrame", target: "DataFrame", cfg: GeorankConfig, cols: Columns, *, catalogue: str,
+             results_uri: str, run_id: str, min_conf: float, max_spread: float | None, dry_run: bool) -> dict[str, Any]:
+    """The plan's counts, then (unless ``dry_run``) the MERGE, from the persisted latest predictions."""
+    from pyspark.sql import functions as F
+
     on, unlocated, newer_georank = _conditions(cols)
     passes = _thresholds(min_conf, max_spread)
     may_take = f"coalesce({unlocated} OR {newer_georank}, false)"

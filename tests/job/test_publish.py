@@ -192,6 +192,27 @@ def test_a_location_set_after_the_run_is_kept_even_one_set_while_publishing(spar
     assert sum(got[k] for k in publish.CLASSES) == got["latest_predictions"]
 
 
+def test_a_night_committed_while_publishing_is_not_half_published(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The plan's counts and the MERGE read one version of the results table: a night that commits
+    between them (p3 now confident) is left for the next publish, and the counts still add up."""
+    cfg, cat = _setup(spark, tmp_path)
+    real_merge = write.merge
+
+    def night_first(*args: Any, **kwargs: Any) -> write.Merged:
+        _night(spark, cfg.tables.results, [_pred("p3", D2, "geotag-2", conf=0.95, lat=3.0)])
+        return real_merge(*args, **kwargs)
+
+    monkeypatch.setattr(write, "merge", night_first)
+    got = run_publish(spark, cfg, catalogue=cat, run_id="publish-1", min_confidence=0.5, max_spread_km=100.0)
+    pinned = got["results_version"]
+    assert got["published"] == 2 and got["below_threshold"] == 2 and pinned == write.table_version(spark, cfg.tables.results) - 1
+    assert {p for p, r in _read(cat).items() if r["location_source"] == "georank"} == {"p1", "p2"}
+    assert sum(got[k] for k in publish.CLASSES) == got["latest_predictions"]
+    monkeypatch.setattr(write, "merge", real_merge)
+    later = run_publish(spark, cfg, catalogue=cat, run_id="publish-2", min_confidence=0.5, max_spread_km=100.0)
+    assert later["published"] == 1 and later["results_version"] == pinned + 1 and _read(cat)["p3"]["lat_deg"] == 3.0
+
+
 def test_a_newer_georank_prediction_replaces_an_older_one_never_a_camera(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg, cat = _setup(spark, tmp_path)
     run_publish(spark, cfg, catalogue=cat, run_id="publish-1", min_confidence=0.5, max_spread_km=100.0)
