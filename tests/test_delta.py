@@ -90,28 +90,59 @@ def test_two_appends_that_started_together_both_land_with_their_own_keys(spark, 
     assert sorted(r["run_id"] for r in results.read_arrow(uri).to_pylist()) == ["long", "new", "short"]
 
 
-def test_two_creators_of_one_table_both_succeed(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Two first runs against a table that does not exist yet, released together: both commits land."""
+def test_two_creators_of_one_table_both_succeed(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two first runs against a table that does not exist yet: both saw it missing and both call
+    Delta's create at the same moment (a barrier on the real ``DeltaTableBuilder.execute``, the
+    call both make). Delta lets one create win and fails the other (a concurrent-creation
+    conflict); ``ensure_table`` must accept that loser (it finds the table and checks its
+    columns) and both commits land. The race is inside the JVM: a round in which neither create
+    failed (one finished before the other started) proves nothing and is repeated on a fresh table."""
     import threading
 
-    uri = str(tmp_path / "eval")
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
+    from delta.tables import DeltaTableBuilder
 
-    def run(run_id: str) -> None:
-        try:
-            barrier.wait()
-            write.commit(_eval_df(spark, run_id), uri, table="eval_results", mode="append", label=run_id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    real_execute = DeltaTableBuilder.execute
+    real_check = write._check_columns
+    for attempt in range(5):
+        uri = str(tmp_path / f"eval-{attempt}")
+        both_saw_it_missing = threading.Barrier(2, timeout=60)
+        lost: list[str] = []  # the creators whose own create Delta failed
+        checked: list[str] = []  # the creators that checked the table's columns instead
 
-    threads = [threading.Thread(target=run, args=(r,)) for r in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert sorted(r["run_id"] for r in results.read_arrow(uri).to_pylist()) == ["a", "b"]
+        def execute(self, _gate=both_saw_it_missing, _lost=lost):  # type: ignore[no-untyped-def]
+            _gate.wait()  # both threads are here: each found no table and is about to create it
+            try:
+                return real_execute(self)
+            except Exception:
+                _lost.append(threading.current_thread().name)
+                raise
+
+        def check(*args, _checked=checked, **kwargs):  # type: ignore[no-untyped-def]
+            _checked.append(threading.current_thread().name)
+            return real_check(*args, **kwargs)
+
+        monkeypatch.setattr(DeltaTableBuilder, "execute", execute)
+        monkeypatch.setattr(write, "_check_columns", check)
+        errors: list[BaseException] = []
+
+        def run(run_id: str, _uri=uri, _errors=errors) -> None:  # type: ignore[no-untyped-def]
+            try:
+                write.commit(_eval_df(spark, run_id), _uri, table="eval_results", mode="append", label=run_id)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                _errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(r,), name=f"creator-{r}") for r in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        failed = [f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}" for e in errors]
+        assert failed == [], f"attempt {attempt}: expected both commits to land, got failures"
+        assert sorted(r["run_id"] for r in results.read_arrow(uri).to_pylist()) == ["a", "b"]
+        if lost:
+            break
+    assert len(lost) == 1, f"expected one creator whose create lost the race in 5 attempts, got {lost}"
+    assert checked == lost, f"expected the losing creator {lost} to check the table it found, got checks by {checked}"
 
 
 def test_transaction_versions_come_from_the_table_not_a_clock(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -192,24 +192,56 @@ def test_a_version_a_live_process_holds_is_never_removed(s3: tuple[S3Config, obj
     assert sorted(p.name for p in (base / ".holders").iterdir()) == [v3.name]
 
 
-def test_a_lease_removed_while_a_process_waits_for_it_is_taken_again_on_the_new_file(tmp_path: Path) -> None:
+def test_a_lease_removed_while_a_process_waits_for_it_is_taken_again_on_the_new_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cleaner removes a version and its lease file under an exclusive lock; a process that was
     waiting for that lock must not end up holding the removed file (the next cleaner would not see
-    its lease): it locks the file now at that path instead."""
+    its lease): it locks the file now at that path instead.
+
+    The waiter's real ``flock`` calls are watched (``storage.host``'s ``fcntl``): its first lock
+    must be on the cleaner's file and find it taken (it blocks there) before the cleaner removes it
+    and lets go; then it must lock again, on the new file at that path."""
     import fcntl
     import threading
+    import types
 
     lease = tmp_path / ".holders" / "v1"
     cleaner = storage.host.lock_file(lease, fcntl.LOCK_EX)
     assert cleaner is not None
+    old_inode = os.fstat(cleaner).st_ino
+    calls: list[tuple[int, bool]] = []  # the waiter's flock calls: (inode locked, whether it had to wait)
+    blocked = threading.Event()
+
+    def flock(fd: int, how: int) -> None:
+        if threading.current_thread().name != "waiter" or how & fcntl.LOCK_NB:
+            return fcntl.flock(fd, how)
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)  # taken now? then it would wait: say so, then wait
+            calls.append((os.fstat(fd).st_ino, False))
+            return None
+        except BlockingIOError:
+            calls.append((os.fstat(fd).st_ino, True))
+            blocked.set()
+            return fcntl.flock(fd, how)
+
+    watched = types.SimpleNamespace(**{k: getattr(fcntl, k) for k in dir(fcntl) if k.isupper()}, flock=flock)
+    monkeypatch.setattr(storage.host, "fcntl", watched)
     got: list[int] = []
-    waiter = threading.Thread(target=lambda: got.append(storage.host.lock_file(lease, fcntl.LOCK_SH) or -1))
+    waiter = threading.Thread(target=lambda: got.append(storage.host.lock_file(lease, fcntl.LOCK_SH) or -1),
+                              name="waiter")
     waiter.start()
+    assert blocked.wait(10), f"expected the waiter to block on the cleaner's lease, got its flock calls {calls}"
     lease.unlink()  # the cleaner removed the version: its lease goes with it
     os.close(cleaner)
-    waiter.join()
+    waiter.join(10)
+    assert not waiter.is_alive() and got and got[0] >= 0
+    assert calls[0] == (old_inode, True), f"expected the waiter blocked on the removed lease first, got {calls}"
+    assert lease.exists(), "expected the waiter to hold a lease file at the path again, got no file there"
     held, now = os.fstat(got[0]), os.stat(lease)
-    assert (held.st_ino, held.st_dev) == (now.st_ino, now.st_dev)
+    assert (held.st_ino, held.st_dev) == (now.st_ino, now.st_dev), (
+        f"expected the waiter to hold the new lease file (inode {now.st_ino}), got inode {held.st_ino} "
+        f"(the removed one: {old_inode})")
+    assert calls[1:] == [(now.st_ino, False)], f"expected one more lock, on the new file, got {calls}"
     assert storage.host.lock_file(lease, fcntl.LOCK_EX | fcntl.LOCK_NB) is None  # a cleaner sees the lease
     os.close(got[0])
     assert storage_pins.pinned_version(URI) is None

@@ -173,21 +173,32 @@ def test_thresholds_default_to_the_config_and_dry_run_writes_nothing(spark, tmp_
 
 
 def test_a_location_set_after_the_run_is_kept_even_one_set_while_publishing(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A camera's location that lands after the plan's counts AND after merge's own "anything to
+    change?" probe, right before the MERGE statement runs: only the MERGE's own condition, evaluated
+    at MERGE time, keeps it (the update is made in the real Delta MERGE builder's ``execute``)."""
+    from delta.tables import DeltaMergeBuilder
+
     cfg, cat = _setup(spark, tmp_path)
     # p1: a person places it after the geotag run, before the publish
     spark.sql(f"UPDATE delta.`{cat}` SET lat_deg = 45.0, lon_deg = 7.0, location_source = 'person' WHERE photo_id = 'p1'")
-    # p2: a camera upload lands after the publish counted, right before its MERGE
-    real_merge = write.merge
+    # p2: a camera upload lands after the publish counted and probed, right before its MERGE runs
+    real_execute = DeltaMergeBuilder.execute
+    seen: list[str | None] = []  # p2's source as the MERGE is about to start, once per MERGE
 
-    def camera_first(*args: Any, **kwargs: Any) -> write.Merged:
+    def camera_first(self):  # type: ignore[no-untyped-def]
+        before = _read(cat)["p2"]
+        assert (before["lat_deg"], before["location_source"]) == (None, None)  # the probe found p2 to publish
         spark.sql(f"UPDATE delta.`{cat}` SET lat_deg = -33.0, lon_deg = 151.0 WHERE photo_id = 'p2'")
-        return real_merge(*args, **kwargs)
+        seen.append(before["location_source"])
+        return real_execute(self)
 
-    monkeypatch.setattr(write, "merge", camera_first)
+    monkeypatch.setattr(DeltaMergeBuilder, "execute", camera_first)
     got = run_publish(spark, cfg, catalogue=cat, run_id="publish-1", min_confidence=0.5, max_spread_km=100.0)
+    assert seen == [None], f"expected ONE MERGE to start after the probe found p2 unlocated, got {len(seen)}"
     rows = _read(cat)
-    assert (rows["p1"]["lat_deg"], rows["p1"]["location_source"]) == (45.0, "person")
     assert (rows["p2"]["lat_deg"], rows["p2"]["lon_deg"], rows["p2"]["location_source"]) == (-33.0, 151.0, None)
+    assert (rows["p1"]["lat_deg"], rows["p1"]["location_source"]) == (45.0, "person")
+    assert (rows["p5"]["lat_deg"], rows["p5"]["location_source"]) == (48.0, "camera")
     assert got["published"] == 0 and got["already_located"] == 3  # p5 (camera), p1 (person), p2 (during the MERGE)
     assert sum(got[k] for k in publish.CLASSES) == got["latest_predictions"]
 
