@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -149,13 +150,26 @@ def ensure_table(spark: "SparkSession", uri: str, *, table: str, description: st
     try:
         builder.execute()
     except Exception as exc:  # noqa: BLE001 - a concurrent creator won (ProtocolChanged/MetadataChanged/exists)
-        if not is_delta(spark, uri):
+        if not _appears(spark, uri):
             raise
         log.info("table %s at %s was created by another run at the same moment (%s)", table, uri,
                  exc.__class__.__name__)
-        _check_columns(spark, uri, table)
-        return
-    log.info("created Delta table %s at %s", table, uri)
+    else:
+        log.info("created Delta table %s at %s (or found it, created by another run meanwhile)", table, uri)
+    # createIfNotExists is a no-op on a table another run created since the check above: whoever
+    # created it, the table now here must have the declared columns.
+    _check_columns(spark, uri, table)
+
+
+def _appears(spark: "SparkSession", uri: str, *, wait_s: float = 5.0) -> bool:
+    """Whether a Delta table is at ``uri``, or appears within ``wait_s`` (a concurrent creator whose
+    create beat this one may not have its first commit visible yet)."""
+    deadline = time.monotonic() + wait_s
+    while not is_delta(spark, uri):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def _conform(df: "DataFrame", table: str) -> "DataFrame":

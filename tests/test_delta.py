@@ -142,7 +142,28 @@ def test_two_creators_of_one_table_both_succeed(spark, tmp_path: Path, monkeypat
         if lost:
             break
     assert len(lost) == 1, f"expected one creator whose create lost the race in 5 attempts, got {lost}"
-    assert checked == lost, f"expected the losing creator {lost} to check the table it found, got checks by {checked}"
+    assert lost[0] in checked, f"expected the losing creator {lost} to check the table it found, got checks by {checked}"
+
+
+def test_a_table_another_run_created_meanwhile_is_checked_not_taken_for_ours(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Another run creates the table, with other columns, after this one found it missing and before
+    its own create: Delta's createIfNotExists then does nothing and raises nothing, so the columns
+    must still be checked (a SchemaError here, never a 'created' table that is not ours)."""
+    uri = str(tmp_path / "eval")
+    real_is_delta = write.is_delta
+    seen: list[bool] = []
+
+    def first_look_finds_nothing(spark_, uri_):  # type: ignore[no-untyped-def]
+        if not seen:  # the other run creates its table right after this run's first look
+            seen.append(real_is_delta(spark_, uri_))
+            spark_.createDataFrame([("x",)], "other STRING").write.format("delta").save(uri_)
+            return False
+        return real_is_delta(spark_, uri_)
+
+    monkeypatch.setattr(write, "is_delta", first_look_finds_nothing)
+    with pytest.raises(SchemaError, match=r"table eval_results at .*: expected columns"):
+        write.ensure_table(spark, uri, table="eval_results")
+    assert seen == [False]
 
 
 def test_transaction_versions_come_from_the_table_not_a_clock(spark, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
