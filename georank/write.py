@@ -253,14 +253,22 @@ def commit(
 def commit_version(spark: "SparkSession", uri: str, user_metadata: str, *, last: int = 1000) -> int | None:
     """The Delta version of the commit labelled ``user_metadata`` among the table's ``last``
     commits, or None when there is none (e.g. Delta skipped it for its transaction id)."""
+    found = _labelled_commit(spark, uri, user_metadata, last=last)
+    return None if found is None else found[0]
+
+
+def _labelled_commit(spark: "SparkSession", uri: str, user_metadata: str, *,
+                     last: int = 1000) -> tuple[int, dict[str, str]] | None:
+    """``(version, operationMetrics)`` of the commit labelled ``user_metadata``, from one read of
+    the table's history, or None."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     rows = (
         DeltaTable.forPath(spark, uri).history(last).where(F.col("userMetadata") == user_metadata)
-        .select("version").collect()
+        .select("version", "operationMetrics").collect()
     )
-    return int(rows[0]["version"]) if rows else None
+    return (int(rows[0]["version"]), dict(rows[0]["operationMetrics"] or {})) if rows else None
 
 
 # --- MERGE (issue 23: jobs/publish.py) -------------------------------------------------------------
@@ -321,11 +329,10 @@ def merge(
             else:
                 spark.conf.set(key, before)
         log.info("%s: merged into %s, checking its history", label, uri)
-        landed = commit_version(spark, uri, label)
-    if landed is None:
+        found = _labelled_commit(spark, uri, label)
+    if found is None:
         raise WriteError(f"table at {uri}: expected the MERGE labelled {label} in the table's history, got none")
-    metrics = (DeltaTable.forPath(spark, uri).history(1000).where(F.col("version") == landed)
-               .select("operationMetrics").collect()[0]["operationMetrics"]) or {}
+    landed, metrics = found
     updated = int(metrics.get("numTargetRowsUpdated", 0))
     log.info("%s: merged %d rows into %s as version %d", label, updated, uri, landed)
     return Merged(landed, updated)
