@@ -36,7 +36,7 @@ from georank.errors import RunError, StorageError
 from georank.storage.s3 import _list_s3, is_s3, s3_client, split_s3
 from georank.uris import local_of
 
-_active: dict[str, str] = {}  # this process's pinned versions, by normalised URI (see pinned())
+_active: dict[str, tuple[str, int]] = {}  # this process's pins by normalised URI: (version, open blocks) (see pinned())
 _active_lock = threading.Lock()
 
 
@@ -139,28 +139,34 @@ def _norm(uri: str) -> str:
 def pinned(artifacts: Mapping[str, str] | None) -> Iterator[None]:
     """Within this block, in this process, :func:`georank.storage.local_path` of a URI in
     ``artifacts`` gives exactly its pinned version or raises a :class:`~georank.errors.RunError`
-    (nothing pinned: a no-op). Process-wide (threads included), for one run at a time: a URI
-    already pinned to another version by an enclosing block is a RunError. Runs on executors
+    (nothing pinned: a no-op). Process-wide (threads included): blocks may nest or overlap on
+    several threads, each releasing only its own pins; a URI already pinned to another version by
+    an open block is a RunError. Runs on executors
     (and on the driver when the core runs there)."""
     if not artifacts:
         yield
         return
+    keys = {_norm(uri): (uri, version) for uri, version in artifacts.items()}
     with _active_lock:
-        before = dict(_active)
-        for uri, version in artifacts.items():
-            key = _norm(uri)
-            if _active.get(key, version) != version:
+        for key, (uri, version) in keys.items():
+            held = _active.get(key)
+            if held is not None and held[0] != version:
                 raise RunError(
-                    f"artifact {uri}: expected one pinned version per process, got {_active[key]} and {version} "
+                    f"artifact {uri}: expected one pinned version per process, got {held[0]} and {version} "
                     f"(two runs with different pins in one process)"
                 )
-            _active[key] = version
+        for key, (_, version) in keys.items():
+            _active[key] = (version, _active.get(key, (version, 0))[1] + 1)
     try:
         yield
     finally:
-        with _active_lock:
-            _active.clear()
-            _active.update(before)
+        with _active_lock:  # each block releases only its own pins, in whatever order blocks end
+            for key in keys:
+                version, count = _active[key]
+                if count > 1:
+                    _active[key] = (version, count - 1)
+                else:
+                    del _active[key]
 
 
 def pinned_version(uri: str | None) -> str | None:
@@ -168,9 +174,8 @@ def pinned_version(uri: str | None) -> str | None:
     if not uri:
         return None
     with _active_lock:
-        if not _active:
-            return None
-        return _active.get(_norm(uri))
+        held = _active.get(_norm(uri)) if _active else None
+    return None if held is None else held[0]
 
 
 def check_version(uri: str, *, pinned_as: str, found: str) -> None:

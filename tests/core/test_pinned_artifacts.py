@@ -131,6 +131,37 @@ def test_two_runs_pinning_one_artifact_differently_in_one_process_are_refused(tm
     assert storage.pinned_version("s3://b/m") is None
 
 
+def test_overlapping_pinned_blocks_on_two_threads_release_only_their_own_pins() -> None:
+    """Thread A pins the model; thread B pins the model and the adapter; A ends first. B's pins must
+    hold until B ends (a block that restored a snapshot of the pins on exit dropped them), and
+    nothing stays pinned after both."""
+    import threading
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def run_a() -> None:
+        with storage.pinned({"s3://b/model": "m1"}):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def run_b() -> None:
+        a_in.wait(10)
+        with storage.pinned({"s3://b/model": "m1", "s3://b/adapter": "a1"}):
+            b_in.set()
+            a_out.wait(10)
+            seen["after_a"] = (storage.pinned_version("s3://b/model"), storage.pinned_version("s3://b/adapter"))
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert a_out.is_set() and seen["after_a"] == ("m1", "a1")
+    assert storage.pinned_version("s3://b/model") is None and storage.pinned_version("s3://b/adapter") is None
+
+
 def test_an_s3_model_replaced_mid_run(s3: tuple[S3Config, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, client = s3
     _put_model(client, b"weights v1")
