@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,59 @@ def moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+class ManualClock:
+    """A clock of the commit lock (georank.storage.clocks.LockClock) moved by hand: :meth:`advance` wakes the waits it reaches, and
+    :meth:`wait_for_waiters` lets a test know a thread is parked (``why``: ``poll``, ``heartbeat``)."""
+
+    name = "manual"
+
+    def __init__(self, start_ms: int = 0) -> None:
+        self._now_ms = start_ms
+        self._cond = threading.Condition()
+        self._targets: dict[int, tuple[str, int]] = {}  # one per parked wait: (why, wake-up time)
+
+    def now_ms(self) -> int:
+        with self._cond:
+            return self._now_ms
+
+    def uncertainty_ms(self) -> int:
+        return 0
+
+    def observe(self, headers: Mapping[str, str], sent_s: float, received_s: float) -> None:
+        return None
+
+    def monotonic_s(self) -> float:
+        return self.now_ms() / 1000.0
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._now_ms += int(round(seconds * 1000))
+            self._cond.notify_all()
+
+    def wait(self, seconds: float, *, stop: threading.Event | None = None, why: str = "") -> bool:
+        token = object()
+        with self._cond:
+            target = self._now_ms + int(round(seconds * 1000))
+            self._targets[id(token)] = (why, target)
+            self._cond.notify_all()
+            try:
+                while self._now_ms < target:
+                    if stop is not None and stop.is_set():
+                        return True
+                    self._cond.wait(0.01)  # also re-checks ``stop``, which does not notify us
+            finally:
+                del self._targets[id(token)]
+                self._cond.notify_all()
+        return stop is not None and stop.is_set()
+
+    def wait_for_waiters(self, why: str, count: int = 1, *, timeout_s: float = 60.0) -> bool:
+        """True once ``count`` threads are parked with ``why`` and not yet due (False after
+        ``timeout_s`` real seconds); a wait that :meth:`advance` made due no longer counts."""
+
+        def parked() -> bool:
+            return sum(w == why and t > self._now_ms for w, t in self._targets.values()) >= count
+
+        with self._cond:
+            return self._cond.wait_for(parked, timeout=timeout_s)

@@ -42,7 +42,7 @@ is JSON ``{owner, acquired_ms, expires_ms, ttl_ms, clock, nonce}``:
 - **one clock**: expiry is judged on the S3 server's clock (the ``Date`` header of its responses,
   kept as lower and upper bounds, see :class:`ServerClock`), never on the drivers' wall clocks,
   which may differ; the holder counts its lease as ending early by the bound's width. A local
-  lock uses the host's clock (one host). Tests pass a :class:`ManualClock`.
+  lock uses the host's clock (one host). Tests pass a clock they move by hand (``tests/support.py``).
 - **no false safety**: right after creating the lock, the S3 server must refuse a second
   ``If-None-Match: *`` put and an ``If-Match`` put on a wrong ETag of the same key (both rewrite the
   same bytes, so they are harmless if honoured wrongly); a server that accepts either raises
@@ -60,7 +60,7 @@ from collections.abc import Iterator, Mapping
 
 from georank.config import S3Config
 from georank.errors import ConfigError, WriteError
-from georank.storage.clocks import HostClock, LockClock, ManualClock, ServerClock
+from georank.storage.clocks import HostClock, LockClock, ServerClock
 from georank.storage.lock_stores import LOCK_FOLDER, LOCK_NAME, LockBody, _LocalStore, _S3Store, _Store, _utc, lock_key
 from georank.storage.s3 import is_s3
 
@@ -299,5 +299,5 @@ def lock_wanted(mode: str, table_uri: str, spark_conf: Mapping[str, str] | None 
     return impl.rsplit(".", 1)[-1] not in ("S3DynamoDBLogStore", "S3LogStore")
 
 
-__all__ = ["LOCK_FOLDER", "LOCK_NAME", "CommitLock", "HostClock", "LockBody", "LockClock", "ManualClock", "ServerClock",
+__all__ = ["LOCK_FOLDER", "LOCK_NAME", "CommitLock", "HostClock", "LockBody", "LockClock", "ServerClock",
            "acquire", "commit_lock", "lock_key", "lock_wanted"]

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import moto_server
+from support import ManualClock, moto_server
 
 from georank.config import S3Config
 from georank.errors import ConfigError, SetupError, WriteError
 from georank.storage import lock as L
-from georank.storage.lock import LOCK_NAME, CommitLock, ManualClock, ServerClock, acquire, commit_lock, lock_key, lock_wanted
+from georank.storage.lock import LOCK_NAME, CommitLock, ServerClock, acquire, commit_lock, lock_key, lock_wanted
 
 BUCKET = "georank-locks"
 T0_MS = int(dt.datetime(2026, 12, 6, 22, 0, tzinfo=dt.UTC).timestamp() * 1000)
