@@ -74,9 +74,38 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+# Credentials boto3 finds in the environment for a local S3 server (and no instance-metadata probe).
+TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def fake_credentials(monkeypatch: Any) -> None:
+    """Set :data:`TEST_CREDENTIALS` for one test (``monkeypatch``: pytest's, or a ``pytest.MonkeyPatch()``)."""
+    for var, value in TEST_CREDENTIALS.items():
+        monkeypatch.setenv(var, value)
+
+
+@contextlib.contextmanager
+def fresh_bucket(s3: Any, bucket: str) -> Iterator[Any]:
+    """A new bucket on the S3 server of ``s3`` (an S3Config) for one block; yields the client and
+    empties and removes the bucket afterwards."""
+    from georank import storage
+
+    client = storage.s3_client(s3)
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield client
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+        client.delete_bucket(Bucket=bucket)
+
+
 class ManualClock:
-    """A clock of the commit lock (georank.storage.clocks.LockClock) moved by hand: :meth:`advance` wakes the waits it reaches, and
-    :meth:`wait_for_waiters` lets a test know a thread is parked (``why``: ``poll``, ``heartbeat``)."""
+    """A clock of the commit lock (``georank.storage.clocks.LockClock``) moved by hand:
+    :meth:`advance` wakes the waits it reaches, and :meth:`wait_for_waiters` lets a test know a
+    thread is parked (``why``: ``poll``, ``heartbeat``)."""
 
     name = "manual"
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import moto_server
+from support import fake_credentials, fresh_bucket
 
 from georank import storage
 from georank.config import S3Config
@@ -21,31 +21,16 @@ from georank.errors import InputError, StorageError
 BUCKET = "artifacts"
 
 
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Config]:
-    with moto_server() as url:
-        yield S3Config(endpoint_url=url, path_style=True)
-
-
 @pytest.fixture
 def s3(s3_server: S3Config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[S3Config, object]]:
     """A fresh bucket, dummy credentials, the cache under tmp_path and a deep working folder."""
-    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(var, value)
+    fake_credentials(monkeypatch)
     monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
     deep = tmp_path.joinpath(*[f"d{i}" for i in range(12)])
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
-    client = storage.s3_client(s3_server)
-    client.create_bucket(Bucket=BUCKET)
-    try:
+    with fresh_bucket(s3_server, BUCKET) as client:
         yield s3_server, client
-    finally:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-            for obj in page.get("Contents", []):
-                client.delete_object(Bucket=BUCKET, Key=obj["Key"])
-        client.delete_bucket(Bucket=BUCKET)
 
 
 def _files_outside(root: Path, allowed: Path) -> list[Path]:

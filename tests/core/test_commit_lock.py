@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ManualClock, moto_server
+from support import ManualClock, fake_credentials, moto_server
 
 from georank.config import S3Config
 from georank.errors import ConfigError, SetupError, WriteError
@@ -94,8 +94,7 @@ class Table:
 
 @pytest.fixture(params=["s3a", "local"])
 def table(request: pytest.FixtureRequest, moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Table:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    fake_credentials(monkeypatch)
     if request.param == "local":
         return Table(uri=str(tmp_path / "results"), s3=S3Config(), kind="local")
     return Table(uri=f"s3a://{BUCKET}/{uuid.uuid4().hex[:8]}/results",
@@ -104,8 +103,7 @@ def table(request: pytest.FixtureRequest, moto_url: str, tmp_path: Path, monkeyp
 
 @pytest.fixture
 def s3_table(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Table:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    fake_credentials(monkeypatch)
     return Table(uri=f"s3a://{BUCKET}/{uuid.uuid4().hex[:8]}/results",
                  s3=S3Config(endpoint_url=moto_url, path_style=True), kind="s3a")
 

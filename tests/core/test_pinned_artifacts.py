@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import moto_server
+from support import fake_credentials, fresh_bucket
 
 from georank import storage
 from georank.config import GeorankConfig, S3Config
@@ -27,27 +27,12 @@ BUCKET = "models"
 URI = f"s3://{BUCKET}/clip"
 
 
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Config]:
-    with moto_server() as url:
-        yield S3Config(endpoint_url=url, path_style=True)
-
-
 @pytest.fixture
 def s3(s3_server: S3Config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[S3Config, object]]:
-    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(var, value)
+    fake_credentials(monkeypatch)
     monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
-    client = storage.s3_client(s3_server)
-    client.create_bucket(Bucket=BUCKET)
-    try:
+    with fresh_bucket(s3_server, BUCKET) as client:
         yield s3_server, client
-    finally:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-            for obj in page.get("Contents", []):
-                client.delete_object(Bucket=BUCKET, Key=obj["Key"])
-        client.delete_bucket(Bucket=BUCKET)
 
 
 def _put_model(client: object, weights: bytes) -> None:

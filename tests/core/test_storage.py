@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import fake_credentials
 
 from georank import storage
 from georank.config import S3Config
@@ -22,8 +23,7 @@ S3 = S3Config()
 def s3_bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[object]:
     from moto import mock_aws
 
-    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(var, value)
+    fake_credentials(monkeypatch)
     monkeypatch.setenv("GEORANK_CACHE", str(tmp_path / "cache"))
     with mock_aws():
         client = storage.s3_client(S3)

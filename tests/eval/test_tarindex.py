@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from support import fake_credentials, fresh_bucket, moto_server
 
 from georank import resources
 from georank import schema as S
@@ -119,8 +120,7 @@ def test_tar_read_errors_keep_the_storage_kind_the_breaker_reads(
     path, _ = archive
     build_tar_index(str(path), S3Config())
     resources.clear()
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # credentials found: the endpoint is what fails
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    fake_credentials(monkeypatch)  # credentials found: the endpoint is what fails
     kinds = {}
     for name, uri, s3 in [
         ("member", f"tar://{path}#nope.jpg", S3Config()),
@@ -138,26 +138,16 @@ def test_tar_read_errors_keep_the_storage_kind_the_breaker_reads(
 
 @pytest.fixture(scope="module")
 def moto_s3(archive: tuple[Path, dict[str, bytes]]) -> Iterator[S3Config]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     mp = pytest.MonkeyPatch()
+    fake_credentials(mp)
     try:
-        host, port = server.get_host_and_port()
-        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            mp.setenv(key, value)
-        cfg = S3Config(endpoint_url=f"http://{host}:{port}", path_style=True)
-        from georank.storage import s3_client
-
-        client = s3_client(cfg)
-        client.create_bucket(Bucket=BUCKET)
-        client.upload_file(str(archive[0]), BUCKET, "images/mp-16-images.tar")
-        yield cfg
+        with moto_server() as url:
+            cfg = S3Config(endpoint_url=url, path_style=True)
+            with fresh_bucket(cfg, BUCKET) as client:
+                client.upload_file(str(archive[0]), BUCKET, "images/mp-16-images.tar")
+                yield cfg
     finally:
         mp.undo()
-        server.stop()
 
 
 def test_index_and_ranged_reads_from_s3(archive: tuple[Path, dict[str, bytes]], moto_s3: S3Config) -> None:
