@@ -323,14 +323,15 @@ def get_generator(cfg: GeorankConfig) -> Generator:
     from georank.rank.checkpoint import model_version
     from georank.rank.scorer import get_scorer
     from georank.resources import cached
-    from georank.storage import local_path
+    from georank.storage import local_path, pinned_version
 
     gen = cfg.candidates.generated
     if gen.model_uri is None:
         scorer = get_scorer(cfg.rank, cfg.s3, resolve=cfg.resolve)
         model = (cfg.resolve(cfg.rank.base_model_uri), scorer.model_version, scorer.adapter_version, id(scorer))
-    else:
-        model = (cfg.resolve(gen.model_uri), model_version(Path(local_path(cfg.resolve(gen.model_uri), cfg.s3))), "", 0)
+    else:  # inside a run the pinned version is the key (no folder walk per batch); loading checks it
+        uri = cfg.resolve(gen.model_uri)
+        model = (uri, pinned_version(uri) or model_version(Path(local_path(uri, cfg.s3))), "", 0)
     key = (*model, json.dumps(gen.model_dump(), sort_keys=True), json.dumps(cfg.rank.model_dump(), sort_keys=True))
     return cached("vlm_generator", key, lambda: build_generator(cfg))
 
