@@ -15,6 +15,7 @@ in one place: :func:`georank.isolation.run_level_cause` and its circuit breaker.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from georank.errors import RunError
@@ -53,11 +54,14 @@ def check_not_empty(*, what: str, read: int, source: str, allow_empty: bool) -> 
         )
 
 
-def check_error_fraction(*, what: str, read: int, errors: int, max_fraction: float, top: TopFailure | None) -> None:
-    """RunError when more than ``max_fraction`` of the ``read`` photos failed."""
+def check_error_fraction(*, what: str, read: int, errors: int, max_fraction: float,
+                         top: TopFailure | Callable[[], TopFailure | None] | None) -> None:
+    """RunError when more than ``max_fraction`` of the ``read`` photos failed. ``top``, the most
+    common failure, may be a function: it is called only when the guard trips (it may scan the run)."""
     if read == 0 or errors / read <= max_fraction:
         return
-    cause = top.describe() if top is not None else "unknown"
+    found = top() if callable(top) else top
+    cause = found.describe() if found is not None else "unknown"
     raise RunError(
         f"{what}: expected at most {max_fraction:.0%} of the photos to fail (write.max_error_fraction="
         f"{max_fraction:g}), got {errors} of {read} ({errors / read:.1%}); the most common failure: {cause}. "

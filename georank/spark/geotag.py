@@ -86,9 +86,6 @@ def decode_and_geotag(
     return on_executors(cfg_dict, _geotag_step(run), accelerator=True, progress=progress, prepare=decode_ahead)
 
 
-
-
-
 def results_frame(
     good: "DataFrame", cfg: GeorankConfig, run: RunInfo, *, n_parts: int, profile: Any = None, progress: Any = None,
     cached: list["DataFrame"] | None = None,
@@ -170,10 +167,14 @@ def run_geotag(
         from georank.catalogue import format_run_date
 
         photos_uri = format_run_date(photos_uri or cfg.input.photos, run_date)
-    txn = commit.begin(spark, cfg, run_date)  # from the table, at the start: no clock orders commits
-    with Staging(spark, cfg, run_id) as staging:
-        summary = _compute_and_commit(spark, cfg, run, staging, photos_uri=photos_uri or "", mode=mode, txn=txn,
-                                      allow_empty=allow_empty, night=night)
+    try:
+        txn = commit.begin(spark, cfg, run_date)  # from the table, at the start: no clock orders commits
+        with Staging(spark, cfg, run_id) as staging:
+            summary = _compute_and_commit(spark, cfg, run, staging, photos_uri=photos_uri or "", mode=mode, txn=txn,
+                                          allow_empty=allow_empty, night=night)
+    finally:  # the selection's cached frames, whatever failed (a session may run again)
+        if night is not None:
+            night.release()
     if removed:
         summary["removed_stale_staging"] = removed
     return summary
@@ -196,6 +197,7 @@ def _compute_and_commit(
 
     from georank import guards
     from georank.spark import commit
+    from georank.spark.catalogue import transient_error
     from georank.spark.guards import top_failure
 
     run_id, run_date = run.run_id, run.run_date
@@ -204,48 +206,49 @@ def _compute_and_commit(
     # A row number pinned by the cache: split_bad_ids's window sees ids and uris, never the bytes.
     photos = (night.photos if night else read_photos(spark, photos_uri, cfg)).withColumn(
         "_row", F.monotonically_increasing_id()).cache()
-    n_read = photos.count()
-    good, input_errors = split_bad_ids(photos, cfg)
-    n_good = good.count()
-    seconds["input"] = time.monotonic() - t0
-    log.info("run %s: %d photos read, %d usable ids", run_id, n_read, n_good)
-    guards.check_not_empty(what=f"run {run_id}", read=n_read, source=night.uri if night else cfg.resolve(photos_uri),
-                           allow_empty=allow_empty)
+    cached = [photos, *(night.cached if night else ())]  # unpersisted once staged, or on any failure
+    try:
+        n_read = photos.count()
+        good, input_errors = split_bad_ids(photos, cfg)
+        n_good = good.count()
+        seconds["input"] = time.monotonic() - t0
+        log.info("run %s: %d photos read, %d usable ids", run_id, n_read, n_good)
+        guards.check_not_empty(what=f"run {run_id}", read=n_read, source=night.uri if night else cfg.resolve(photos_uri),
+                               allow_empty=allow_empty)
 
-    n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
-    # Arrow batches of at most input.photos_per_batch rows: a task holds the pixels of two batches at a
-    # time (the one the models work on and the next, decoded ahead), plus one being decoded.
-    batch_rows = min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
-    # Progress lines on the driver every input.progress_interval_s while the photos are computed;
-    # input errors are decided here, the rest counted by the stage that makes the results rows.
-    with Progress(spark, job="geotag", total=n_read, interval_s=cfg.input.progress_interval_s,
-                  backlog=night.backlog if night else None) as progress:
-        progress.add(done=n_read - n_good, errors=n_read - n_good)
-        profile = gpu_profile(cfg)
-        t1 = time.monotonic()
-        log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
-        sc = spark.sparkContext
-        # Names the jobs in the UI and the event log; set before results_frame, whose sharded
-        # placement runs its embed stage (and the photos' shuffle) at once.
-        sc.setJobDescription(compute_description(run_id))
-        # unpersisted once the results are staged (a session may run again)
-        cached = [photos, *(night.cached if night else ())]
-        try:
-            results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators,
-                                    cached=cached)
-            input_rows = as_error_results(input_errors, run_id, run_date)
-            rows = results.unionByName(input_rows)
-            if night is not None:  # its error rows name the versions that failed (the next nights' state)
-                from georank.spark.catalogue import with_versions
+        n_parts = max(1, math.ceil(n_good / cfg.input.photos_per_partition))
+        # Arrow batches of at most input.photos_per_batch rows: a task holds the pixels of two batches at a
+        # time (the one the models work on and the next, decoded ahead), plus one being decoded.
+        batch_rows = min(cfg.input.photos_per_partition, cfg.input.photos_per_batch)
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+        # Progress lines on the driver every input.progress_interval_s while the photos are computed;
+        # input errors are decided here, the rest counted by the stage that makes the results rows.
+        with Progress(spark, job="geotag", total=n_read, interval_s=cfg.input.progress_interval_s,
+                      backlog=night.backlog if night else None) as progress:
+            progress.add(done=n_read - n_good, errors=n_read - n_good)
+            profile = gpu_profile(cfg)
+            t1 = time.monotonic()
+            log.info("run %s: computing %d photos in %d partitions", run_id, n_good, n_parts)
+            sc = spark.sparkContext
+            # Names the jobs in the UI and the event log; set before results_frame, whose sharded
+            # placement runs its embed stage (and the photos' shuffle) at once.
+            sc.setJobDescription(compute_description(run_id))
+            try:
+                results = results_frame(good, cfg, run, n_parts=n_parts, profile=profile, progress=progress.accumulators,
+                                        cached=cached)
+                input_rows = as_error_results(input_errors, run_id, run_date)
+                rows = results.unionByName(input_rows)
+                if night is not None:  # its error rows name the versions that failed (the next nights' state)
+                    from georank.spark.catalogue import with_versions
 
-                rows = with_versions(rows, night.versions)
-            with executor_errors():
-                rows.write.mode("error").parquet(staging.results_uri)
-        finally:
-            sc.setJobDescription(None)  # type: ignore[arg-type]  # pyspark: None clears the local property
-            for frame in cached:
-                frame.unpersist()
+                    rows = with_versions(rows, night.versions)
+                with executor_errors():
+                    rows.write.mode("error").parquet(staging.results_uri)
+            finally:
+                sc.setJobDescription(None)  # type: ignore[arg-type]  # pyspark: None clears the local property
+    finally:
+        for frame in cached:
+            frame.unpersist()
     seconds["compute"] = time.monotonic() - t1
     staged = spark.read.parquet(staging.results_uri)
     counts = staged.agg(
@@ -253,6 +256,7 @@ def _compute_and_commit(
         F.sum(F.when(F.col("error_stage").isNull(), 1).otherwise(0)).alias("predicted"),
         F.sum(F.when(F.col("error_stage").isNotNull(), 1).otherwise(0)).alias("errors"),
         F.sum(F.when(F.col("ranker_skipped"), 1).otherwise(0)).alias("skipped"),
+        F.sum(F.when(transient_error(), 1).otherwise(0)).alias("transient"),
     ).collect()[0]
     predicted, errors = int(counts["predicted"] or 0), int(counts["errors"] or 0)
     if predicted + errors != n_read:
@@ -264,18 +268,13 @@ def _compute_and_commit(
         raise RunError(f"run {run_id}: a photo id has two predictions; nothing was committed")
     if night is None:
         guards.check_error_fraction(what=f"run {run_id}", read=n_read, errors=errors,
-                                    max_fraction=cfg.write.max_error_fraction,
-                                    top=top_failure(staged) if errors else None)
+                                    max_fraction=cfg.write.max_error_fraction, top=lambda: top_failure(staged))
     else:  # a catalogue night: a photo's own lasting error (not an image, corrupt) is committed, or the
         # next nights would take the same bad photos again forever; only transient failures (access,
         # credentials, endpoints, GPU memory: the run's, not the photo's) count against the night
-        from georank.spark.catalogue import transient_error
-
-        transient = staged.where(transient_error())
-        n_transient = transient.count() if errors else 0
         guards.check_error_fraction(what=f"run {run_id} (transient failures of a catalogue night)", read=n_read,
-                                    errors=n_transient, max_fraction=cfg.write.max_error_fraction,
-                                    top=top_failure(transient) if n_transient else None)
+                                    errors=int(counts["transient"] or 0), max_fraction=cfg.write.max_error_fraction,
+                                    top=lambda: top_failure(staged.where(transient_error())))
 
     t2 = time.monotonic()
     version = commit.commit_results(staged, cfg, run_id=run_id, run_date=run_date, txn=txn, mode=mode)

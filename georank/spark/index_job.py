@@ -236,7 +236,7 @@ def run_build_index(
 
         check_error_fraction(what=f"index build of {gallery_uri}", read=read, errors=errors,
                              max_fraction=cfg.write.max_error_fraction,
-                             top=top_failure(prepared) if errors else None)  # before any write
+                             top=lambda: top_failure(prepared))  # before any write
         versions = [r["embed_version"] for r in ok_groups]
         if len(versions) != 1:
             raise GalleryIndexError(f"expected one embedder version across the gallery, got {sorted(versions)}")

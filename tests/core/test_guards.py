@@ -25,6 +25,17 @@ def test_error_fraction_is_strict_and_names_the_most_common_cause() -> None:
                                        r"<path> \(2 photos\)"):
         check_error_fraction(what="r", read=10, errors=6, max_fraction=0.5, top=top)
     check_error_fraction(what="r", read=10, errors=10, max_fraction=1.0, top=top)  # 1.0 turns it off
+    calls: list[int] = []  # a function for the cause (a scan of the run) is called only when the guard trips
+
+    def scan() -> TopFailure:
+        calls.append(1)
+        return top
+
+    check_error_fraction(what="r", read=10, errors=1, max_fraction=0.5, top=scan)
+    assert calls == []
+    with pytest.raises(RunError, match=r"the most common failure: stage read: access denied: <path> \(2 photos\)"):
+        check_error_fraction(what="r", read=10, errors=6, max_fraction=0.5, top=scan)
+    assert calls == [1]
 
 
 def test_fold_reason_folds_paths_and_uris_only() -> None:
