@@ -57,8 +57,12 @@ def is_run_level(exc: BaseException) -> bool:
 _CUDA_FATAL = ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS", "device-side assert", "NCCL error")
 
 
+def _is_gpu_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ in ("OutOfMemoryError", "AcceleratorError") and "out of memory" in str(exc)
+
+
 def _is_cuda_error(exc: BaseException) -> bool:
-    if type(exc).__name__ in ("OutOfMemoryError", "AcceleratorError") and "out of memory" in str(exc):
+    if _is_gpu_oom(exc):
         return False  # counted by the breaker: one huge photo may not fit, the next may
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(marker in text for marker in _CUDA_FATAL)
@@ -76,7 +80,7 @@ def run_level_cause(exc: BaseException) -> str | None:
     kind = getattr(exc, "kind", None)
     if isinstance(kind, str) and kind in RUN_LEVEL_KINDS:
         return RUN_LEVEL_KINDS[kind]
-    if type(exc).__name__ in ("OutOfMemoryError", "AcceleratorError") and "out of memory" in str(exc):
+    if _is_gpu_oom(exc):
         return "GPU out of memory"
     return None
 

@@ -77,11 +77,12 @@ from georank.results import read_latest
 out = sys.argv[1]
 cat = DeltaTable(f"{out}/catalogue")
 rows = cat.to_pyarrow_table().to_pylist()
+latest = read_latest(f"{out}/results")
 print({"catalogue_versions": [h["version"] for h in cat.history()],
        "located_by_camera": sum(r["location_source"] == "camera" for r in rows),
        "located_by_georank": sum(r["location_source"] == "georank" for r in rows),
-       "latest_predictions": read_latest(f"{out}/results").num_rows,
-       "latest_by_run_date": sorted({str(d) for d in read_latest(f"{out}/results").column("run_date").to_pylist()}),
+       "latest_predictions": latest.num_rows,
+       "latest_by_run_date": sorted({str(d) for d in latest.column("run_date").to_pylist()}),
        "result_rows_by_run_date": {str(k): v for k, v in sorted(__import__("collections").Counter(
            DeltaTable(f"{out}/results").to_pyarrow_table().column("run_date").to_pylist()).items())},
        "runs": [(r["job"], r["status"], r["read"]) for r in DeltaTable(f"{out}/runs").to_pyarrow_table().to_pylist()]})

@@ -291,7 +291,7 @@ __all__ = ["Benchmark", "parse_literal", "prepare_mp16_gallery", "read_benchmark
 
 def prepare_mp16_gallery(cfg: Any, *, metadata_uri: str, tar_uri: str, member_prefix: str = "", reindex: bool = False) -> dict[str, Any]:
     """Index ``tar_uri`` once (its index is reused while the archive is unchanged, unless ``reindex``:
-    tarindex.ensure_tar_index) and write the MP16-Pro gallery table (schema.GALLERY, tar:// image
+    georank.storage.tar.ensure_tar_index) and write the MP16-Pro gallery table (schema.GALLERY, tar:// image
     URIs) to ``tables.gallery`` as Parquet. Checks that every IMG_ID is a member of the archive;
     returns counts for the job summary. Runs on the driver."""
     import pyarrow.parquet as pq

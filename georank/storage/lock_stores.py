@@ -8,9 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from georank.config import S3Config
 from georank.errors import SetupError
 from georank.storage.cache import host_lock
 from georank.storage.clocks import LockClock
+from georank.storage.files import put_bytes
 from georank.storage.s3 import _s3_error, s3_client, split_s3
 from georank.uris import local_of
 
@@ -198,9 +197,7 @@ class _LocalStore:
         return Seen(version=body.nonce if body else f"unreadable:{len(data)}", body=body, data=data)
 
     def _write(self, data: bytes) -> str:
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.path)
+        put_bytes(data, str(self.path), S3Config())  # by rename: never half a file
         body = LockBody.parse(data)
         assert body is not None, "the lock writes only its own bodies"
         return body.nonce
