@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,10 @@ def main() -> int:
     p.add_argument("--run-date", required=True)
     p.add_argument("--ready", required=True, help="file this driver creates when its session is up")
     p.add_argument("--other", required=True, help="file of the other driver: both commit once both exist")
+    p.add_argument("--after-lock", action="store_true",
+                   help="commit only once the other driver holds the table's commit lock (its lock object exists)")
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # the lock says when it waits
 
     import pyarrow as pa
 
@@ -48,6 +52,17 @@ def main() -> int:
             print(json.dumps({"run_id": args.run_id, "status": "failed", "error": "the other driver never got ready"}))
             return 1
         time.sleep(0.05)
+    if args.after_lock:  # the other driver is committing now: this one must wait for its lock
+        from georank import storage
+        from georank.storage.lock_stores import lock_key
+
+        bucket, key = storage.split_s3(cfg.resolve(cfg.tables.results))
+        lock_uri = f"s3://{bucket}/{lock_key(key)}"
+        while not storage.exists(lock_uri, cfg.s3):
+            if time.monotonic() > deadline:
+                print(json.dumps({"run_id": args.run_id, "status": "failed", "error": "the other never took the lock"}))
+                return 1
+            time.sleep(0.02)
     try:
         version = commit.commit_results(df, cfg, run_id=args.run_id, run_date=day, txn=txn, mode="overwrite")
     except GeorankError as exc:

@@ -48,10 +48,11 @@ def test_two_drivers_committing_to_one_s3a_table_at_once_keep_both_nights(tiny_w
         )
         env = {**os.environ, **KEYS, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(ROOT / "tests")}
         procs = []
-        for me, other, day in (("a", "b", "2026-11-23"), ("b", "a", "2026-11-24")):
+        # b commits only once a holds the table's lock: the two commits overlap by construction
+        for me, other, day, after in (("a", "b", "2026-11-23", []), ("b", "a", "2026-11-24", ["--after-lock"])):
             cmd = [sys.executable, str(ROOT / "tests" / "reliability" / "commit_driver.py"), "--conf", str(conf),
                    "--run-id", f"driver-{me}", "--run-date", day,
-                   "--ready", str(tmp_path / f"ready-{me}"), "--other", str(tmp_path / f"ready-{other}")]
+                   "--ready", str(tmp_path / f"ready-{me}"), "--other", str(tmp_path / f"ready-{other}"), *after]
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True))
         outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -68,5 +69,6 @@ def test_two_drivers_committing_to_one_s3a_table_at_once_keep_both_nights(tiny_w
     for run_id in ok:
         assert by_run.get(run_id) == {f"{run_id}-{i}" for i in range(3)}, (run_id, by_run, outputs)
     assert sorted(s["version"] for s in summaries) == [1, 2]  # version 0 created the table; one commit each after it
+    assert "waiting up to" in outputs[1] and "waiting up to" not in outputs[0], outputs  # b waited for a's lock
     for out in outputs:
         assert KEYS["AWS_SECRET_ACCESS_KEY"] not in out
