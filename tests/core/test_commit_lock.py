@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ManualClock, fake_credentials, moto_server
+from support import ManualClock, fake_credentials, fresh_bucket
 
 from georank.config import S3Config
 from georank.errors import ConfigError, SetupError, WriteError
@@ -33,15 +33,15 @@ SAFETY_S = 60.0  # how long a test waits for a thread before it fails; never rea
 
 
 @pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    import boto3
-    from botocore.config import Config
-
-    with moto_server() as url:
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
-                     aws_secret_access_key="test", config=Config(s3={"addressing_style": "path"})
-                     ).create_bucket(Bucket=BUCKET)
-        yield url
+def moto_url(s3_server: S3Config) -> Iterator[str]:
+    """The module's moto server (tests/core/conftest.py), with the lock tests' bucket."""
+    mp = pytest.MonkeyPatch()
+    fake_credentials(mp)
+    try:
+        with fresh_bucket(s3_server, BUCKET):
+            yield str(s3_server.endpoint_url)
+    finally:
+        mp.undo()
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,11 @@ class Runner:
 
 
 def _drive_polls(clock: ManualClock, done: Callable[[], bool], *, step_s: float = 1.0) -> None:
-    """Move the clock one poll at a time, each time only once a waiter is parked on a poll."""
+    """Move the clock one poll at a time, each time only once a waiter is parked on a poll; fails
+    after SAFETY_S real seconds (a thread that died never becomes done)."""
+    deadline = time.monotonic() + SAFETY_S
     while not done():
+        assert time.monotonic() < deadline, f"not done after {SAFETY_S:g} s of driving the clock"
         if clock.wait_for_waiters("poll", timeout_s=0.05):
             clock.advance(step_s)
 
